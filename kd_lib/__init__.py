@@ -1,0 +1,27 @@
+"""kd_lib: small, tested knowledge-distillation tools for PyTorch.
+
+The companion library of the book *Knowledge Distillation, Measured*. Losses are plain tensor
+functions (:mod:`kd_lib.losses`), there is one training loop (:mod:`kd_lib.train`), and small
+models, offline datasets and metrics to run every experiment of the book on a laptop CPU.
+"""
+from .losses import (
+    cross_entropy_loss,
+    distillation_loss,
+    generalized_jsd,
+    kd_loss,
+    reverse_kl,
+    skew_kl,
+    soft_cross_entropy,
+    soften,
+)
+from .notebook import setup_notebook
+from .train import History, TrainConfig, TrainState, choose_device, evaluate, seed_everything, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "soften", "kd_loss", "soft_cross_entropy", "reverse_kl", "generalized_jsd", "skew_kl",
+    "distillation_loss", "cross_entropy_loss",
+    "train", "TrainConfig", "History", "TrainState", "evaluate", "choose_device", "seed_everything",
+    "setup_notebook",
+]

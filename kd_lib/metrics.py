@@ -1,0 +1,153 @@
+"""Measures of a model: accuracy, agreement with a teacher, size.
+
+Logit-based metrics accept ``[..., C]`` logits and labels of the leading shape, and leave out
+positions whose label equals ``ignore_index`` (padding).
+"""
+from __future__ import annotations
+
+import io
+from typing import Optional
+
+import torch
+from torch import nn
+
+Tensor = torch.Tensor
+
+__all__ = [
+    "predict_logits", "accuracy", "agreement", "count_parameters", "bytes_on_disk",
+    "expected_calibration_error", "latency",
+]
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, inputs: Tensor, batch_size: int = 1024) -> Tensor:
+    """Logits for ``inputs`` in eval mode, without gradients, batched to bound memory.
+
+    The model's train/eval mode is restored afterwards. Inputs move to the model's device.
+    """
+    if len(inputs) == 0:
+        raise ValueError("predict_logits got no inputs")
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        chunks = [model(inputs[i : i + batch_size].to(device)) for i in range(0, len(inputs), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks).float()
+
+
+def _kept(labels: Tensor, ignore_index: int) -> Tensor:
+    return labels != ignore_index
+
+
+def accuracy(logits: Tensor, labels: Tensor, *, ignore_index: int = -100) -> float:
+    """Fraction of kept positions whose arg-max logit equals the label (0..1)."""
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}")
+    kept = _kept(labels, ignore_index)
+    if not bool(kept.any()):
+        raise ValueError("accuracy is undefined: every label equals ignore_index")
+    correct = (logits.argmax(-1) == labels) & kept
+    return float(correct.sum()) / float(kept.sum())
+
+
+def agreement(
+    student_logits: Tensor, teacher_logits: Tensor, mask: Optional[Tensor] = None
+) -> float:
+    """Top-1 agreement: fraction of positions where student and teacher pick the same class.
+
+    A fidelity measure (Stanton et al. 2021): how closely the student imitates its teacher,
+    whether or not the teacher is right.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"shape mismatch: student {tuple(student_logits.shape)} vs teacher {tuple(teacher_logits.shape)}"
+        )
+    same = student_logits.argmax(-1) == teacher_logits.argmax(-1)
+    if mask is None:
+        return float(same.float().mean())
+    if mask.shape != same.shape:
+        raise ValueError(f"mask shape {tuple(mask.shape)} must be {tuple(same.shape)}")
+    if not bool(mask.any()):
+        raise ValueError("agreement is undefined: the mask keeps no position")
+    return float((same & mask).sum()) / float(mask.sum())
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (shared tensors counted once)."""
+    seen, total = set(), 0
+    for parameter in model.parameters():
+        if id(parameter) in seen or (trainable_only and not parameter.requires_grad):
+            continue
+        seen.add(id(parameter))
+        total += parameter.numel()
+    return total
+
+
+def bytes_on_disk(model: nn.Module, dtype: Optional[torch.dtype] = None) -> int:
+    """Size in bytes of the model's ``state_dict`` saved with ``torch.save``.
+
+    ``dtype`` (e.g. ``torch.float16``) casts floating tensors first, to size a compressed copy.
+    Includes buffers (BatchNorm statistics) and the small serialisation overhead.
+    """
+    state = {
+        name: (t.to(dtype) if dtype is not None and t.is_floating_point() else t).detach().cpu()
+        for name, t in model.state_dict().items()
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getbuffer().nbytes
+
+
+def expected_calibration_error(logits: Tensor, labels: Tensor, num_bins: int = 15) -> float:
+    """Expected calibration error (Guo et al. 2017) with equal-width confidence bins.
+
+        ECE = sum_b (|B_b| / N) * |accuracy(B_b) - mean confidence(B_b)|
+
+    where confidence is the top softmax probability. 0 is perfectly calibrated.
+    """
+    if num_bins < 1:
+        raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+    if logits.dim() != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"expected logits [N, C] and labels [N], got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    confidence, predicted = torch.softmax(logits.float(), dim=-1).max(dim=-1)
+    correct = (predicted == labels).float()
+    bins = torch.clamp((confidence * num_bins).long(), max=num_bins - 1)
+    ece = torch.zeros(())
+    for b in range(num_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            ece += in_bin.float().mean() * (correct[in_bin].mean() - confidence[in_bin].mean()).abs()
+    return float(ece)
+
+
+@torch.no_grad()
+def latency(model: nn.Module, example_inputs: Tensor, repeats: int = 50, warmup: int = 5) -> float:
+    """Median wall time in seconds of one forward pass on ``example_inputs`` (eval mode).
+
+    Measures the batch as given (use a batch of 1 for per-request latency). On CUDA it
+    synchronises around each call. Report it with the thread count and the machine.
+    """
+    import time
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    example_inputs = example_inputs.to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    try:
+        for _ in range(warmup):
+            model(example_inputs)
+        times = []
+        for _ in range(repeats):
+            sync()
+            started = time.perf_counter()
+            model(example_inputs)
+            sync()
+            times.append(time.perf_counter() - started)
+    finally:
+        model.train(was_training)
+    return float(torch.tensor(times).median())

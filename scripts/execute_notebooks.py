@@ -1,0 +1,53 @@
+"""Execute chapter notebooks top to bottom in a fresh kernel and write the outputs in place.
+
+    python scripts/execute_notebooks.py book/01_soft_targets.ipynb [more.ipynb ...]
+
+Widget state is saved in the notebook metadata (so the built site can show the widgets' initial
+view), execution counts run 1..n, and each chapter's wall time is recorded in
+book/intro/timings.json, from which the intro's timing table is generated.
+"""
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMINGS = ROOT / "book" / "intro" / "timings.json"
+
+
+def execute(path: Path, timeout: int) -> float:
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
+                            store_widget_state=True)
+    started = time.perf_counter()
+    client.execute()
+    seconds = time.perf_counter() - started
+    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    if errors:
+        raise RuntimeError(f"{path}: {errors[0]['ename']}: {errors[0]['evalue']}")
+    nbformat.write(notebook, path)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    args = parser.parse_args()
+    timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
+    for path in args.notebooks:
+        seconds = execute(path, args.timeout)
+        timings[path.name] = {"seconds": round(seconds, 1), "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+                              "date": time.strftime("%Y-%m-%d")}
+        print(f"{path}: {seconds:.1f} s", file=sys.stderr)
+    TIMINGS.parent.mkdir(parents=True, exist_ok=True)
+    TIMINGS.write_text(json.dumps(dict(sorted(timings.items())), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

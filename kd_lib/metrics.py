@@ -5,7 +5,6 @@ positions whose label equals ``ignore_index`` (padding).
 """
 from __future__ import annotations
 
-import io
 from typing import Optional
 
 import torch
@@ -86,18 +85,20 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 def bytes_on_disk(model: nn.Module, dtype: Optional[torch.dtype] = None) -> int:
-    """Size in bytes of the model's ``state_dict`` saved with ``torch.save``.
+    """Size in bytes of the model's ``state_dict`` as a safetensors file (weights + a small header).
 
     ``dtype`` (e.g. ``torch.float16``) casts floating tensors first, to size a compressed copy.
-    Includes buffers (BatchNorm statistics) and the small serialisation overhead.
+    Buffers (BatchNorm statistics) count; tensors shared between names (tied weights) count once.
     """
+    from safetensors.torch import save
+
+    from .pretrained import unique_state
+
     state = {
-        name: (t.to(dtype) if dtype is not None and t.is_floating_point() else t).detach().cpu()
-        for name, t in model.state_dict().items()
+        name: (t.to(dtype) if dtype is not None and t.is_floating_point() else t)
+        for name, t in unique_state(model).items()
     }
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getbuffer().nbytes
+    return len(save(state))
 
 
 def expected_calibration_error(logits: Tensor, labels: Tensor, num_bins: int = 15) -> float:

@@ -23,7 +23,7 @@ from torch import nn
 
 from . import models
 
-__all__ = ["DATA_DIR", "save_pretrained", "load_pretrained", "load_manifest", "sha256_of"]
+__all__ = ["DATA_DIR", "unique_state", "save_pretrained", "load_pretrained", "load_manifest", "sha256_of"]
 
 DATA_DIR = Path(os.environ.get("KD_LIB_DATA", Path(__file__).resolve().parent.parent / "data"))
 
@@ -34,6 +34,18 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def unique_state(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """``state_dict`` on the CPU, contiguous, with tied tensors (one storage, several names) kept once."""
+    state, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if tensor.numel() and key in seen:
+            continue
+        seen.add(key)
+        state[name] = tensor.detach().cpu().contiguous()
+    return state
 
 
 def _paths(name: str, data_dir: Optional[Path]) -> Tuple[Path, Path]:
@@ -47,8 +59,7 @@ def save_pretrained(model: nn.Module, name: str, info: Dict[str, Any], data_dir:
 
     weights_path, manifest_path = _paths(name, data_dir)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(weights_path))
+    save_file(unique_state(model), str(weights_path))
     config = dataclasses.asdict(model.config)
     manifest = {
         "name": name,
@@ -86,5 +97,10 @@ def load_pretrained(name: str, data_dir: Optional[Path] = None, device=None) -> 
     model_class = getattr(models, manifest["model_class"])
     config_class = getattr(models, manifest["model_class"] + "Config")
     model = model_class(config_class(**manifest["config"]))
-    model.load_state_dict(load_file(str(weights_path)))
+    state = load_file(str(weights_path))
+    expected = unique_state(model)  # the names a save of this architecture holds (tied weights once)
+    if set(state) != set(expected):
+        raise ValueError(f"{weights_path} does not fit {manifest['model_class']}: missing "
+                         f"{sorted(set(expected) - set(state))}, unexpected {sorted(set(state) - set(expected))}")
+    model.load_state_dict(state, strict=False)
     return model.to(device if device is not None else "cpu").eval()

@@ -1,0 +1,143 @@
+"""Speed benchmarks for kd_lib: `make bench` (or `python benchmarks/run.py`).
+
+Writes benchmarks/results.json and benchmarks/results.png. Three measurements, all on MNIST-1D
+(4,000 training samples, the shipped CNN teacher, an MLP-256x256 student), one torch thread:
+
+1. kd_lib.train against a minimal hand-written PyTorch distillation loop doing the same work
+   (same model, data, batch size, loss, cached teacher logits): throughput ratio (goal >= 0.95).
+2. cached teacher logits vs running the teacher every step: speedup.
+3. student vs teacher inference latency at batch 1 and 256: ratio.
+
+Each timing is the median of several interleaved repeats, so a busy machine affects both sides.
+"""
+import argparse
+import functools
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import kd_lib
+from kd_lib.data import make_mnist1d
+from kd_lib.metrics import count_parameters, latency
+from kd_lib.models import MLP, MLPConfig
+from kd_lib.pretrained import load_pretrained
+
+HERE = Path(__file__).resolve().parent
+TEMPERATURE, ALPHA, BATCH = 4.0, 0.5, 128
+
+
+def plain_loop(student, teacher, inputs, labels, num_epochs, seed=0):
+    """The loop a reader would write by hand: cached teacher logits, shuffled batches, Adam."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
+    with torch.no_grad():
+        teacher.eval()
+        teacher_logits = teacher(inputs)
+    student.train()
+    for _ in range(num_epochs):
+        for idx in torch.randperm(len(inputs), generator=generator).split(BATCH):
+            optimizer.zero_grad()
+            student_logits = student(inputs[idx])
+            soft = F.kl_div(F.log_softmax(student_logits / TEMPERATURE, -1), F.softmax(teacher_logits[idx] / TEMPERATURE, -1),
+                            reduction="batchmean") * TEMPERATURE**2
+            loss = ALPHA * F.cross_entropy(student_logits, labels[idx]) + (1 - ALPHA) * soft
+            loss.backward()
+            optimizer.step()
+
+
+def kd_lib_loop(student, teacher, inputs, labels, num_epochs, seed=0, cache=True):
+    config = kd_lib.TrainConfig(num_epochs=num_epochs, batch_size=BATCH, seed=seed, progress=False, device="cpu",
+                                cache_teacher_logits=cache)
+    kd_lib.train(student, (inputs, labels), teacher=teacher, config=config,
+                 loss_fn=functools.partial(kd_lib.distillation_loss, temperature=TEMPERATURE, alpha=ALPHA))
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def student():
+    torch.manual_seed(0)
+    return MLP(MLPConfig(hidden=(256, 256)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    split = make_mnist1d(5000, seed=42)
+    teacher = load_pretrained("mnist1d_cnn")
+    x, y = split.x_train, split.y_train
+    samples = len(x) * args.epochs
+
+    plain_loop(student(), teacher, x, y, 1)  # warm-up: first calls pay one-off allocation costs
+    kd_lib_loop(student(), teacher, x, y, 1)
+    times = {"plain": [], "kd_lib": [], "kd_lib_uncached": []}
+    for _ in range(args.repeats):  # interleaved, so drifts in machine load hit every variant alike
+        times["plain"].append(timed(lambda: plain_loop(student(), teacher, x, y, args.epochs)))
+        times["kd_lib"].append(timed(lambda: kd_lib_loop(student(), teacher, x, y, args.epochs)))
+        times["kd_lib_uncached"].append(timed(lambda: kd_lib_loop(student(), teacher, x, y, args.epochs, cache=False)))
+    median = {k: statistics.median(v) for k, v in times.items()}
+    throughput = {k: samples / v for k, v in median.items()}
+
+    small = student()
+    latencies = {}
+    for batch in (1, 256):
+        inputs = split.x_test[:batch]
+        latencies[batch] = {"teacher_s": latency(teacher, inputs, repeats=200), "student_s": latency(small, inputs, repeats=200)}
+        latencies[batch]["teacher_over_student"] = latencies[batch]["teacher_s"] / latencies[batch]["student_s"]
+
+    results = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__, "threads": 1},
+        "setup": {"train_samples": len(x), "epochs": args.epochs, "repeats": args.repeats, "batch_size": BATCH,
+                  "student_params": count_parameters(small), "teacher_params": count_parameters(teacher)},
+        "seconds": {k: [round(t, 4) for t in v] for k, v in times.items()},
+        "samples_per_second": {k: round(v) for k, v in throughput.items()},
+        "kd_lib_over_plain_throughput": round(throughput["kd_lib"] / throughput["plain"], 3),
+        "cached_over_uncached_speedup": round(median["kd_lib_uncached"] / median["kd_lib"], 2),
+        "latency": {str(b): {k: round(v, 7) for k, v in d.items()} for b, d in latencies.items()},
+    }
+    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results)
+    print(json.dumps({k: results[k] for k in ("samples_per_second", "kd_lib_over_plain_throughput", "cached_over_uncached_speedup")}, indent=2))
+    print("latency teacher/student:", {b: round(d["teacher_over_student"], 1) for b, d in latencies.items()})
+
+
+def plot(results) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=80)
+    names = ["plain", "kd_lib", "kd_lib_uncached"]
+    labels = ["hand-written loop\n(cached teacher)", "kd_lib.train\n(cached teacher)", "kd_lib.train\n(teacher every step)"]
+    left.bar(labels, [results["samples_per_second"][n] / 1000 for n in names], color=["grey", "tab:blue", "tab:orange"])
+    left.set_ylabel("training throughput (thousand samples/s)")
+    left.set_title(f"Distillation training, MLP student, 1 CPU thread\nkd_lib / plain = {results['kd_lib_over_plain_throughput']}")
+    batches = list(results["latency"])
+    width = 0.38
+    for offset, who, color in ((-width / 2, "teacher", "tab:red"), (width / 2, "student", "tab:green")):
+        right.bar([i + offset for i in range(len(batches))], [results["latency"][b][f"{who}_s"] * 1e3 for b in batches], width,
+                  label=f"{who} ({results['setup'][who + '_params'] // 1000}k params)", color=color)
+    right.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
+    right.set_yscale("log")
+    right.set_ylabel("median latency per forward pass (ms, log scale)")
+    right.set_title("Inference latency, 1 CPU thread")
+    right.legend()
+    figure.tight_layout()
+    figure.savefig(HERE / "results.png")
+
+
+if __name__ == "__main__":
+    main()

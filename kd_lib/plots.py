@@ -3,28 +3,16 @@
 An ``ipywidgets`` slider needs a running kernel; the built site has none. :func:`scrubber`
 precomputes one frame per parameter value and returns matplotlib's ``to_jshtml()`` player:
 plain HTML + JavaScript with the frames embedded, so its slider and buttons still respond in
-the browser with no kernel and no network.
+the browser with no kernel. Its buttons use Font Awesome icons, which matplotlib links from a
+CDN; in Jupyter or Colab that link just works, and the book's Sphinx extension
+(``book/_ext/offline_site.py``) points it at the copy vendored with the site, so the built site
+needs no network.
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Callable, Sequence
 
-__all__ = ["scrubber", "ICONS"]
-
-# to_jshtml's buttons use Font Awesome icons from a CDN; plain Unicode glyphs need no network.
-ICONS = {
-    "fa-minus": "\u2212", "fa-fast-backward": "\u23ee", "fa-step-backward": "\u25c0\u2223",
-    "fa-play fa-flip-horizontal": "\u25c0", "fa-pause": "\u23f8", "fa-play": "\u25b6",
-    "fa-step-forward": "\u2223\u25b6", "fa-fast-forward": "\u23ed", "fa-plus": "+",
-}
-
-
-def _offline_html(html: str) -> str:
-    html = re.sub(r'<link rel="stylesheet"\s*href="[^"]*font-awesome[^"]*">', "", html)
-    for icon, glyph in ICONS.items():
-        html = html.replace(f'<i class="fa {icon}"></i>', f"<span>{glyph}</span>")
-    return html
+__all__ = ["scrubber"]
 
 
 def scrubber(
@@ -60,4 +48,4 @@ def scrubber(
         html = animation.to_jshtml(fps=max(1, round(1000 / interval_ms)), default_mode="once")
     finally:
         plt.close(figure)
-    return HTML(_offline_html(html))
+    return HTML(html)

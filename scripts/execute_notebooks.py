@@ -4,7 +4,7 @@
 
 Widget state is saved in the notebook metadata (so the built site can show the widgets' initial
 view), execution counts run 1..n, and each chapter's wall time is recorded in
-book/intro/timings.json, from which the intro's timing table is generated.
+book/intro/timings.json, from which the intro's table book/intro/timings.md is generated.
 """
 import argparse
 import json
@@ -18,6 +18,15 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMINGS = ROOT / "book" / "intro" / "timings.json"
+TABLE = ROOT / "book" / "intro" / "timings.md"
+
+
+def write_table(timings: dict) -> None:
+    rows = ["| chapter | seconds (1 CPU thread) | measured |", "|---|---:|---|"]
+    for name, record in sorted(timings.items()):
+        if (ROOT / "book" / name).exists():
+            rows.append(f"| {{doc}}`../{Path(name).stem}` | {record['seconds']:.0f} | {record['date']} |")
+    TABLE.write_text("\n".join(rows) + "\n")
 
 
 def execute(path: Path, timeout: int) -> float:
@@ -36,10 +45,13 @@ def execute(path: Path, timeout: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    parser.add_argument("--table-only", action="store_true", help="only regenerate timings.md from timings.json")
     args = parser.parse_args()
     timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
+    if args.table_only:
+        return write_table(timings)
     for path in args.notebooks:
         seconds = execute(path, args.timeout)
         timings[path.name] = {"seconds": round(seconds, 1), "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
@@ -47,6 +59,7 @@ def main() -> None:
         print(f"{path}: {seconds:.1f} s", file=sys.stderr)
     TIMINGS.parent.mkdir(parents=True, exist_ok=True)
     TIMINGS.write_text(json.dumps(dict(sorted(timings.items())), indent=2) + "\n")
+    write_table(timings)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,115 @@
+"""Chapter notebooks: committed cleanly, one identical setup cell, listed in the table of contents,
+and runnable in a fresh environment that has no kd_lib (the Colab path).
+
+nbval (run separately by `make test`) re-executes every chapter and compares its outputs.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
+MAX_BYTES = 1_500_000
+
+
+def load(path):
+    return json.loads(path.read_text())
+
+
+def code_cells(notebook):
+    return [c for c in notebook["cells"] if c["cell_type"] == "code"]
+
+
+def source(cell):
+    return "".join(cell["source"])
+
+
+def canonical_setup_cell():
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    block = text.split("### The setup cell", 1)[1]
+    return block.split("```python\n", 1)[1].split("```", 1)[0].strip()
+
+
+def config_repository_url():
+    match = re.search(r"repository:\s*\n\s*url:\s*(\S+)", (ROOT / "_config.yml").read_text())
+    assert match, "_config.yml has no repository.url"
+    return match.group(1)
+
+
+def test_there_are_chapters():
+    assert len(CHAPTERS) >= 2
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_was_executed_top_to_bottom_without_errors(path):
+    cells = [c for c in code_cells(load(path)) if source(c).strip()]
+    counts = [c["execution_count"] for c in cells]
+    assert counts == list(range(1, len(cells) + 1)), f"execution counts {counts}: run it in a fresh kernel"
+    errors = [o for c in cells for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert not errors, f"error output: {errors[0]['ename'] if errors else ''}"
+    assert path.stat().st_size < MAX_BYTES
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_starts_with_the_shared_setup_cell(path):
+    first = source(code_cells(load(path))[0]).strip()
+    assert first == canonical_setup_cell(), "the first code cell must be CONTRIBUTING.md's setup cell, verbatim"
+
+
+def test_setup_cell_installs_from_the_repository_named_in_config():
+    assert f'"KD_BOOK_SOURCE", "{config_repository_url()}"' in canonical_setup_cell()
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_asserts_its_claims_and_ignores_only_widget_or_timing_outputs(path):
+    cells = code_cells(load(path))
+    assert any(re.search(r"^\s*assert ", source(c), re.M) for c in cells), "a chapter asserts the claims it makes"
+    for cell in cells:
+        if re.search(r"\binteract(ive)?\(", source(cell)):
+            assert "NBVAL_IGNORE_OUTPUT" in source(cell), "nbval cannot capture interact() outputs: mark the cell"
+
+
+def test_every_chapter_is_in_the_table_of_contents():
+    toc = (ROOT / "_toc.yml").read_text()
+    for path in CHAPTERS:
+        assert f"book/{path.stem}" in toc, f"{path.name} is missing from _toc.yml"
+
+
+def test_a_chapter_runs_in_a_fresh_environment_without_kd_lib(tmp_path):
+    """The Colab path: kd_lib is not importable, so the setup cell clones the repository (here from
+    a file:// URL of this checkout's committed HEAD) and installs it, then the chapter runs."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("needs a git checkout to clone from")
+    venv = tmp_path / "fresh"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    # Reuse the installed third-party packages (torch etc.) without kd_lib: a plain path entry in a
+    # .pth file adds the folder, but the editable-install hooks inside it are not processed.
+    third_party = next(p for p in map(Path, sys.path) if p.name == "site-packages" and (p / "torch").exists())
+    (site / "book_env.pth").write_text(f"{third_party}\n")
+    python = venv / "bin" / "python"
+    probe = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('kd_lib'))"],
+                           capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert probe.stdout.strip() == "None", "kd_lib must not be importable before the setup cell runs"
+    chapter = CHAPTERS[0]
+    runner = textwrap.dedent(f"""
+        import nbformat, sys
+        from nbclient import NotebookClient
+        nb = nbformat.read({str(chapter)!r}, as_version=4)
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={{"metadata": {{"path": {str(tmp_path)!r}}}}}).execute()
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert not errors, errors
+        print("ran", len(nb.cells), "cells")
+    """)
+    env = {**os.environ, "KD_BOOK_SOURCE": (ROOT.as_uri()), "PYTHONNOUSERSITE": "1"}
+    result = subprocess.run([str(python), "-c", runner], capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / "distillation-book" / "kd_lib" / "__init__.py").exists(), "the setup cell did not clone the repository"
+    installed = subprocess.run([str(python), "-m", "pip", "show", "kd_lib"], capture_output=True, text=True)
+    assert "distillation-book" in installed.stdout, "the setup cell did not install kd_lib from the clone"

@@ -22,6 +22,11 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from ._checks import (
+    average_positions, check_labels, check_logits, check_mask, check_pair, check_temperature,
+    check_unit_interval,
+)
+
 Tensor = torch.Tensor
 
 __all__ = [
@@ -34,69 +39,6 @@ __all__ = [
     "distillation_loss",
     "cross_entropy_loss",
 ]
-
-
-# ----------------------------------------------------------------------------- checks
-def _check_temperature(temperature: float) -> float:
-    temperature = float(temperature)
-    if not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-    return temperature
-
-
-def _check_unit_interval(value: float, name: str) -> float:
-    value = float(value)
-    if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ValueError(f"{name} must lie in [0, 1], got {value}")
-    return value
-
-
-def _check_logits(name: str, logits: Tensor) -> None:
-    if not isinstance(logits, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
-    if not logits.is_floating_point():
-        raise ValueError(f"{name} must be floating point logits, got dtype {logits.dtype}")
-    if logits.dim() < 1 or logits.shape[-1] < 1:
-        raise ValueError(f"{name} must have a class dimension, got shape {tuple(logits.shape)}")
-
-
-def _check_pair(student_logits: Tensor, teacher_logits: Tensor) -> None:
-    _check_logits("student_logits", student_logits)
-    _check_logits("teacher_logits", teacher_logits)
-    if student_logits.shape[-1] != teacher_logits.shape[-1]:
-        raise ValueError(
-            "vocabulary size mismatch: student_logits have "
-            f"{student_logits.shape[-1]} classes, teacher_logits have {teacher_logits.shape[-1]} "
-            "(pad or slice both to a shared vocabulary first)"
-        )
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
-            f"shape mismatch: student_logits {tuple(student_logits.shape)} vs "
-            f"teacher_logits {tuple(teacher_logits.shape)}"
-        )
-
-
-def _check_mask(mask: Optional[Tensor], logits: Tensor) -> Optional[Tensor]:
-    if mask is None:
-        return None
-    if not isinstance(mask, torch.Tensor):
-        raise ValueError(f"mask must be a bool tensor, got {type(mask).__name__}")
-    if mask.shape != logits.shape[:-1]:
-        raise ValueError(
-            f"mask shape {tuple(mask.shape)} must equal the logits' leading dims "
-            f"{tuple(logits.shape[:-1])}"
-        )
-    if mask.dtype != torch.bool:
-        raise ValueError(f"mask must have dtype torch.bool, got {mask.dtype}")
-    return mask
-
-
-def _average_positions(per_position: Tensor, mask: Optional[Tensor]) -> Tensor:
-    """Mean over kept positions; 0 (with zero gradient) when nothing is kept."""
-    if mask is None:
-        return per_position.mean()
-    kept = torch.where(mask, per_position, torch.zeros_like(per_position))
-    return kept.sum() / mask.sum().clamp_min(1)
 
 
 def _log_probs(logits: Tensor, temperature: float) -> Tensor:
@@ -115,8 +57,8 @@ def soften(logits: Tensor, temperature: float = 1.0) -> Tensor:
     T = 1 is the ordinary softmax; T > 1 flattens the distribution and reveals which wrong
     classes the model finds similar (Hinton et al. 2015, sec. 2); T -> infinity gives uniform.
     """
-    _check_logits("logits", logits)
-    temperature = _check_temperature(temperature)
+    check_logits("logits", logits)
+    temperature = check_temperature(temperature)
     return torch.softmax(logits.float() / temperature, dim=-1)
 
 
@@ -137,12 +79,12 @@ def kd_loss(
     This is PyTorch's ``F.kl_div(log q, p, reduction='batchmean') * T**2`` for ``[B, C]``
     inputs, but averaged per position (token) for ``[B, L, V]`` and with a padding mask.
     """
-    _check_pair(student_logits, teacher_logits)
-    temperature = _check_temperature(temperature)
-    mask = _check_mask(mask, student_logits)
+    check_pair(student_logits, teacher_logits)
+    temperature = check_temperature(temperature)
+    mask = check_mask(mask, student_logits)
     log_p = _log_probs(teacher_logits.detach(), temperature)
     log_q = _log_probs(student_logits, temperature)
-    return temperature**2 * _average_positions(_kl_from_log_probs(log_p, log_q), mask)
+    return temperature**2 * average_positions(_kl_from_log_probs(log_p, log_q), mask)
 
 
 def soft_cross_entropy(
@@ -157,12 +99,12 @@ def soft_cross_entropy(
     Differs from :func:`kd_loss` by ``T^2 * H(p)``, the teacher's entropy, which does not
     depend on the student: both give the same gradient, but only the KL is 0 at a perfect match.
     """
-    _check_pair(student_logits, teacher_logits)
-    temperature = _check_temperature(temperature)
-    mask = _check_mask(mask, student_logits)
+    check_pair(student_logits, teacher_logits)
+    temperature = check_temperature(temperature)
+    mask = check_mask(mask, student_logits)
     p = soften(teacher_logits.detach(), temperature)
     log_q = _log_probs(student_logits, temperature)
-    return temperature**2 * _average_positions(-(p * log_q).sum(-1), mask)
+    return temperature**2 * average_positions(-(p * log_q).sum(-1), mask)
 
 
 def reverse_kl(
@@ -180,12 +122,12 @@ def reverse_kl(
     (mode covering); reverse KL punishes it for putting mass where the teacher has little
     (mode seeking).
     """
-    _check_pair(student_logits, teacher_logits)
-    temperature = _check_temperature(temperature)
-    mask = _check_mask(mask, student_logits)
+    check_pair(student_logits, teacher_logits)
+    temperature = check_temperature(temperature)
+    mask = check_mask(mask, student_logits)
     log_p = _log_probs(teacher_logits.detach(), temperature)
     log_q = _log_probs(student_logits, temperature)
-    return temperature**2 * _average_positions(_kl_from_log_probs(log_q, log_p), mask)
+    return temperature**2 * average_positions(_kl_from_log_probs(log_q, log_p), mask)
 
 
 def generalized_jsd(
@@ -207,10 +149,10 @@ def generalized_jsd(
     as beta -> 1, so, as in GKD and TRL, ``beta=0`` returns forward KL(p || q) and
     ``beta=1`` reverse KL(q || p) (both without T^2).
     """
-    _check_pair(student_logits, teacher_logits)
-    beta = _check_unit_interval(beta, "beta")
-    temperature = _check_temperature(temperature)
-    mask = _check_mask(mask, student_logits)
+    check_pair(student_logits, teacher_logits)
+    beta = check_unit_interval(beta, "beta")
+    temperature = check_temperature(temperature)
+    mask = check_mask(mask, student_logits)
     log_p = _log_probs(teacher_logits.detach(), temperature)
     log_q = _log_probs(student_logits, temperature)
     if beta == 0.0:
@@ -224,7 +166,7 @@ def generalized_jsd(
         per_position = beta * _kl_from_log_probs(log_p, log_m) + (1 - beta) * _kl_from_log_probs(
             log_q, log_m
         )
-    return _average_positions(per_position, mask)
+    return average_positions(per_position, mask)
 
 
 def skew_kl(
@@ -240,10 +182,10 @@ def skew_kl(
     Mixing a little of the teacher into the student keeps the log finite where q -> 0,
     which bounds the gradient; ``skew=0`` is forward KL(p || q). No T^2 factor.
     """
-    _check_pair(student_logits, teacher_logits)
-    skew = _check_unit_interval(skew, "skew")
-    temperature = _check_temperature(temperature)
-    mask = _check_mask(mask, student_logits)
+    check_pair(student_logits, teacher_logits)
+    skew = check_unit_interval(skew, "skew")
+    temperature = check_temperature(temperature)
+    mask = check_mask(mask, student_logits)
     log_p = _log_probs(teacher_logits.detach(), temperature)
     log_q = _log_probs(student_logits, temperature)
     if skew == 0.0:
@@ -254,27 +196,7 @@ def skew_kl(
         log_m = torch.logsumexp(
             torch.stack([log_p + math.log(skew), log_q + math.log1p(-skew)]), dim=0
         )
-    return _average_positions(_kl_from_log_probs(log_p, log_m), mask)
-
-
-def _check_labels(labels: Tensor, logits: Tensor, ignore_index: int) -> Tensor:
-    if not isinstance(labels, torch.Tensor) or labels.dtype not in (
-        torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8
-    ):
-        raise ValueError(f"labels must be an integer tensor of class indices, got {getattr(labels, 'dtype', type(labels))}")
-    if labels.shape != logits.shape[:-1]:
-        raise ValueError(
-            f"labels shape {tuple(labels.shape)} must equal the logits' leading dims "
-            f"{tuple(logits.shape[:-1])}"
-        )
-    labels = labels.long()
-    valid = labels != ignore_index
-    num_classes = logits.shape[-1]
-    if valid.any() and bool(((labels < 0) | (labels >= num_classes))[valid].any()):
-        raise ValueError(
-            f"labels must lie in [0, {num_classes}) or equal ignore_index={ignore_index}"
-        )
-    return labels
+    return average_positions(_kl_from_log_probs(log_p, log_m), mask)
 
 
 def cross_entropy_loss(
@@ -289,15 +211,15 @@ def cross_entropy_loss(
     Takes (and ignores) ``teacher_logits`` so that it has the same signature as every other
     training loss (see :func:`kd_lib.train.train`). An all-ignored batch gives 0, not NaN.
     """
-    _check_logits("student_logits", student_logits)
-    labels = _check_labels(labels, student_logits, ignore_index)
+    check_logits("student_logits", student_logits)
+    labels = check_labels(labels, student_logits, ignore_index)
     per_position = F.cross_entropy(
         student_logits.float().reshape(-1, student_logits.shape[-1]),
         labels.reshape(-1),
         ignore_index=ignore_index,
         reduction="none",
     ).reshape(labels.shape)
-    return _average_positions(per_position, labels != ignore_index)
+    return average_positions(per_position, labels != ignore_index)
 
 
 def distillation_loss(
@@ -319,10 +241,10 @@ def distillation_loss(
     module with the signature ``(student_logits, teacher_logits, *, temperature, mask)``,
     e.g. ``reverse_kl`` or ``functools.partial(generalized_jsd, beta=0.5)``.
     """
-    _check_pair(student_logits, teacher_logits)
-    alpha = _check_unit_interval(alpha, "alpha")
-    temperature = _check_temperature(temperature)
-    labels = _check_labels(labels, student_logits, ignore_index)
+    check_pair(student_logits, teacher_logits)
+    alpha = check_unit_interval(alpha, "alpha")
+    temperature = check_temperature(temperature)
+    labels = check_labels(labels, student_logits, ignore_index)
     hard = cross_entropy_loss(student_logits, None, labels, ignore_index=ignore_index)
     soft = divergence(
         student_logits, teacher_logits, temperature=temperature, mask=labels != ignore_index

@@ -21,7 +21,6 @@ What it takes care of, so that chapters do not repeat it:
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -33,9 +32,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import batches
 from .losses import cross_entropy_loss
 from .metrics import accuracy, agreement, predict_logits
+from .optim import make_optimizer, make_schedule
 
 Tensor = torch.Tensor
 LossFn = Callable[[Tensor, Optional[Tensor], Optional[Tensor]], Tensor]
@@ -140,32 +141,6 @@ def evaluate(
     return result
 
 
-def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-    raise ValueError(f"optimizer must be 'adam', 'adamw' or 'sgd', got {config.optimizer!r}")
-
-
-def _make_schedule(optimizer, config: TrainConfig, total_steps: int):
-    if config.lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
-
-    def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        if config.lr_schedule == "constant":
-            return 1.0
-        progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def _validate(config: TrainConfig, inputs: Tensor, targets: Optional[Tensor]) -> None:
     for name in ("num_epochs", "batch_size", "grad_accum_steps"):
         if getattr(config, name) < 1:
@@ -176,44 +151,6 @@ def _validate(config: TrainConfig, inputs: Tensor, targets: Optional[Tensor]) ->
         raise ValueError("train_data holds no examples")
     if targets is not None and len(targets) != len(inputs):
         raise ValueError(f"train_data: {len(inputs)} inputs but {len(targets)} targets")
-
-
-def _save_checkpoint(path: str, state: TrainState, scheduler, generator: torch.Generator) -> None:
-    payload = {
-        "student": state.student.state_dict(),
-        "optimizer": state.optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "epoch": state.epoch,
-        "step": state.step,
-        "generator": generator.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "history": state.history.epochs,
-        "config": dataclasses.asdict(state.config),
-    }
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp_path = path + ".tmp"
-    torch.save(payload, tmp_path)
-    os.replace(tmp_path, path)  # atomic: an interrupted save never leaves a broken checkpoint
-
-
-def _load_checkpoint(path: str, state: TrainState, scheduler, generator: torch.Generator) -> None:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    saved = {k: v for k, v in payload["config"].items() if k not in ("num_epochs", "progress", "desc", "checkpoint_path")}
-    current = {k: v for k, v in dataclasses.asdict(state.config).items() if k in saved}
-    changed = {k: (saved[k], current[k]) for k in saved if saved[k] != current[k] and not (
-        isinstance(saved[k], (list, tuple)) and list(saved[k]) == list(current[k]))}
-    if changed:
-        raise ValueError(f"cannot resume from {path}: config changed since the checkpoint: {changed}")
-    state.student.load_state_dict(payload["student"])
-    state.optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    state.epoch, state.step = payload["epoch"], payload["step"]
-    state.history.epochs = list(payload["history"])
-    generator.set_state(payload["generator"])
-    torch.set_rng_state(payload["torch_rng"])
-    if payload["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(payload["cuda_rng"])
 
 
 def _call(callbacks: Sequence[Any], event: str, state: TrainState) -> None:
@@ -273,13 +210,13 @@ def train(
 
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    optimizer = _make_optimizer(student, config)
+    optimizer = make_optimizer(student, config)
     micro_per_epoch = math.ceil(len(inputs) / config.batch_size)
     steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum_steps)
-    scheduler = _make_schedule(optimizer, config, steps_per_epoch * config.num_epochs)
+    scheduler = make_schedule(optimizer, config, steps_per_epoch * config.num_epochs)
     state = TrainState(student, teacher, optimizer, config, History())
     if resume and os.path.exists(config.checkpoint_path):
-        _load_checkpoint(config.checkpoint_path, state, scheduler, generator)
+        load_checkpoint(config.checkpoint_path, state, scheduler, generator)
 
     autocast = lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp)  # noqa: E731
 
@@ -358,7 +295,7 @@ def train(
         state.last_loss = record["train_loss"]
         bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("train_loss", "eval_accuracy")})
         if config.checkpoint_path:
-            _save_checkpoint(config.checkpoint_path, state, scheduler, generator)
+            save_checkpoint(config.checkpoint_path, state, scheduler, generator)
         _call(callbacks, "on_epoch_end", state)
     bar.close()
     return state.history

@@ -112,10 +112,11 @@ def expected_calibration_error(logits: Tensor, labels: Tensor, num_bins: int = 1
         raise ValueError(f"num_bins must be >= 1, got {num_bins}")
     if logits.dim() != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(f"expected logits [N, C] and labels [N], got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    labels = labels.to(logits.device)
     confidence, predicted = torch.softmax(logits.float(), dim=-1).max(dim=-1)
     correct = (predicted == labels).float()
     bins = torch.clamp((confidence * num_bins).long(), max=num_bins - 1)
-    ece = torch.zeros(())
+    ece = torch.zeros((), device=logits.device)
     for b in range(num_bins):
         in_bin = bins == b
         if in_bin.any():

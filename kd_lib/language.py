@@ -15,6 +15,8 @@ next state, so the prefix fixes the state, and the state fixes the exact next-to
 distribution. :class:`Grammar` compiles the automaton into two tables (``probs [S, V]``,
 ``next_state [S, V]``), which makes sampling, the true distribution of any prefix, and the
 grammaticality check vectorised over stories. Nothing is downloaded: a seed makes the data.
+:mod:`kd_lib.lm_metrics` measures models against the truth (KL to the true distribution,
+grammaticality of samples).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import torch
 
 Tensor = torch.Tensor
 
-__all__ = ["GrammarConfig", "Grammar", "lm_data", "kl_to_truth", "PAD", "BOS", "EOS"]
+__all__ = ["GrammarConfig", "Grammar", "lm_data", "PAD", "BOS", "EOS"]
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 BOYS, GIRLS = ("tom", "ben", "max", "sam", "leo"), ("anna", "lily", "emma", "mia", "zoe")
@@ -51,7 +53,7 @@ class GrammarConfig:
     verbs: Dict[str, float] = field(default_factory=lambda: {
         "went": 2.0, "found": 2.0, "had": 1.5, "liked": 1.5, "met": 1.5, "played": 1.0, "was": 1.0})
     p_adjective: float = 0.5  # an adjective before a noun
-    stop_after: Tuple[float, ...] = (0.0, 0.0, 0.4, 0.6, 1.0)  # P(end) after k body sentences
+    stop_after: Tuple[float, ...] = (0.0, 0.3, 0.6, 1.0)  # P(end) after k body sentences
     p_follow_up: float = 0.35  # "it was ..." / "they were ..." / "the fox was ..." after found/had/met
 
 
@@ -59,10 +61,6 @@ def _vocabulary() -> List[str]:
     words = [PAD, BOS, EOS, *FUNCTION_WORDS, *BOYS, *GIRLS, *HEROES, *ADJECTIVES, *OBJECTS,
              *OBJECTS.values(), *COLOURS, *PLACES, *QUALITIES, *EMOTIONS]
     return list(dict.fromkeys(words))  # keep the first occurrence (e.g. "big", "old")
-
-
-def _uniform(words) -> Dict[str, float]:
-    return {w: 1.0 / len(words) for w in words}
 
 
 def _normalise(weights: Dict[str, float]) -> Dict[str, float]:
@@ -83,6 +81,12 @@ class Grammar:
             raise ValueError(f"config.heroes must be a non-empty subset of {tuple(HEROES)}, got {config.heroes}")
         if set(config.verbs) - {"went", "found", "had", "liked", "met", "played", "was"}:
             raise ValueError(f"unknown verb in config.verbs: {sorted(config.verbs)}")
+        needs_no_object = ("went", "found", "had", "met", "was")
+        if min(config.verbs.values()) < 0 or not any(config.verbs.get(v, 0) > 0 for v in needs_no_object):
+            raise ValueError(f"config.verbs needs weights >= 0 and a positive weight on one of {needs_no_object}")
+        probabilities = (config.p_adjective, config.p_follow_up, *config.stop_after)
+        if not all(0.0 <= p <= 1.0 for p in probabilities):
+            raise ValueError(f"p_adjective, p_follow_up and stop_after must lie in [0, 1], got {probabilities}")
         if len(config.stop_after) < 2 or config.stop_after[-1] != 1.0:
             raise ValueError("config.stop_after must end with 1.0 so that every story ends")
         self.config = config
@@ -154,7 +158,7 @@ class Grammar:
         return ("body", None, (name, obj, min(count + 1, len(self.config.stop_after) - 1), cue))
 
     def _nouns(self, kind: str) -> Tuple[str, ...]:
-        return {"hero": self.config.heroes, "friend": tuple(HEROES), "object": tuple(OBJECTS)}[kind]
+        return self.config.heroes if kind == "hero" else tuple(OBJECTS) if kind == "object" else tuple(HEROES)
 
     def _first_words(self, kind: str) -> Dict[str, float]:
         p_adj, nouns = self.config.p_adjective, self._nouns(kind)
@@ -175,7 +179,8 @@ class Grammar:
         config, (name, obj, count, cue) = self.config, mem
         mem = (name, obj, count, None)
         p_stop = config.stop_after[count]
-        ending = _say(f"the end , {name} was", ("emotion", _say(".", ("say", ((EOS,), ("done", None, None)), mem), mem), mem), mem)
+        the_end = _say(".", ("say", ((EOS,), ("done", None, None)), mem), mem)
+        ending = _say(f"the end , {name} was", ("emotion", the_end, mem), mem)
         options = {"in": (p_stop, ending)}
         p_follow = config.p_follow_up if cue else 0.0
         rest = (1 - p_stop) * (1 - p_follow)
@@ -227,27 +232,22 @@ class Grammar:
                 row.append((self.index[word], p, ids[nxt]))
             rows.append(row)
         self.num_states = len(order)
+        where = torch.tensor([(s, token) for s, row in enumerate(rows) for token, _, _ in row]).T
         self.probs = torch.zeros(self.num_states, self.vocab_size)
+        self.probs[where[0], where[1]] = torch.tensor([p for row in rows for _, p, _ in row])
+        self.cumulative = self.probs.cumsum(dim=1)
         self.next_state = torch.full((self.num_states, self.vocab_size), -1, dtype=torch.long)
-        for s, row in enumerate(rows):
-            for token, p, nxt in row:
-                self.probs[s, token] += p
-                self.next_state[s, token] = nxt
+        self.next_state[where[0], where[1]] = torch.tensor([nxt for row in rows for _, _, nxt in row])
         self.done_state = ids[("done", None, None)]
-        self.max_len = self._longest_story()
+        self.max_len = 1 + self._longest(0, rows, {})
 
-    def _longest_story(self) -> int:
-        """Tokens in the longest possible story, <bos> and <eos> included (the automaton is a DAG)."""
-        longest = torch.zeros(self.num_states, dtype=torch.long)  # tokens still to come, <eos> included
-        for _ in range(self.num_states):
-            nxt = self.next_state.clamp_min(0)
-            steps = torch.where(self.next_state >= 0, 1 + longest[nxt], torch.zeros_like(nxt))
-            steps[self.done_state] = 0
-            new = steps.max(dim=1).values
-            if torch.equal(new, longest):
-                return int(longest[0]) + 1
-            longest = new
-        raise AssertionError("the grammar has a cycle")  # pragma: no cover
+    def _longest(self, state: int, rows, memo: Dict[int, int]) -> int:
+        """Tokens still to come from ``state``, <eos> included (the automaton is a DAG)."""
+        if state == self.done_state:
+            return 0
+        if state not in memo:
+            memo[state] = 1 + max(self._longest(nxt, rows, memo) for _, _, nxt in rows[state])
+        return memo[state]
 
     # ------------------------------------------------------------------ sampling and truth
     def sample(self, num_stories: int, seed: int = 0) -> Tensor:
@@ -261,8 +261,11 @@ class Grammar:
         tokens = torch.full((num_stories, self.max_len), self.index[PAD], dtype=torch.long)
         tokens[:, 0] = self.index[BOS]
         state = torch.zeros(num_stories, dtype=torch.long)
-        for t in range(1, self.max_len):
-            tokens[:, t] = torch.multinomial(self.probs[state], 1, generator=generator).squeeze(1)
+        uniforms = torch.rand(num_stories, self.max_len, generator=generator)
+        for t in range(1, self.max_len):  # inverse-CDF sampling from each story's current state
+            cdf = self.cumulative[state]
+            u = (uniforms[:, t] * cdf[:, -1]).unsqueeze(1)  # scaled so rounding never runs past the end
+            tokens[:, t] = torch.searchsorted(cdf, u, right=True).squeeze(1)
             state = self.next_state[state, tokens[:, t]]
         return tokens
 
@@ -318,30 +321,3 @@ def lm_data(tokens: Tensor, pad_id: int = 0, ignore_index: int = -100) -> Tuple[
     targets = tokens[:, 1:].clone()
     targets[targets == pad_id] = ignore_index
     return tokens[:, :-1].contiguous(), targets
-
-
-@torch.no_grad()
-def kl_to_truth(model, grammar: Grammar, inputs: Tensor, targets: Tensor, *, ignore_index: int = -100,
-                batch_size: int = 256) -> float:
-    """Mean per-token KL(truth || model) in nats over non-padding positions of real stories.
-
-    The model's cross-entropy on the same tokens estimates entropy + this KL; the KL alone is
-    the part a better model could still remove (0 for a perfect model).
-    """
-    from .losses import kd_loss
-    from .metrics import predict_logits
-
-    if inputs.shape != targets.shape:
-        raise ValueError(f"inputs {tuple(inputs.shape)} and targets {tuple(targets.shape)} differ in shape")
-    total, positions = 0.0, 0
-    for i in range(0, len(inputs), batch_size):
-        x, y = inputs[i : i + batch_size], targets[i : i + batch_size]
-        truth = grammar.next_token_probs(x).clamp_min(1e-30).log().clamp_min(-1e4)
-        logits = predict_logits(model, x, batch_size)
-        mask = (y != ignore_index).to(logits.device)
-        kept = int(mask.sum())
-        total += float(kd_loss(logits, truth.to(logits.device), mask=mask)) * kept
-        positions += kept
-    if positions == 0:
-        raise ValueError("kl_to_truth: every target is padding")
-    return total / positions

@@ -8,7 +8,7 @@ Every model maps ``[B, in_features]`` to logits ``[B, num_classes]``.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Iterator, Sequence
 
 import torch
@@ -122,3 +122,7 @@ def capture_features(model: nn.Module, layer_names: Sequence[str]) -> Iterator[D
     finally:
         for handle in handles:
             handle.remove()
+
+# The tiny GPT of the language-model chapter lives in its own module; re-exported here so that
+# kd_lib.pretrained.load_pretrained finds it by name (manifest["model_class"]).
+from .gpt import GPT, GPTConfig  # noqa: E402,F401

@@ -169,7 +169,7 @@ def train(
     loss_fn: Optional[LossFn] = None,
     config: Optional[TrainConfig] = None,
     eval_data: Optional[Tuple[Tensor, Tensor]] = None,
-    augment: Optional[Callable[[Tensor, torch.Generator], Tensor]] = None,
+    augment: Optional[Callable[[Tensor, torch.Generator], Any]] = None,
     callbacks: Sequence[Any] = (),
     resume: bool = False,
 ) -> History:
@@ -179,6 +179,9 @@ def train(
     unlabelled transfer set (then ``loss_fn`` must not need labels). ``loss_fn`` defaults to
     hard-label cross-entropy. ``augment(inputs, generator)`` transforms each batch (e.g. noise
     for "function matching"); the teacher then sees the same transformed batch every step.
+    ``augment`` may also return ``(inputs, targets)`` when it replaces the batch by new
+    sequences (on-policy distillation: the student's own samples); their targets then set the
+    padding mask and the per-token weight of that micro-batch.
     ``callbacks`` are functions called as ``fn(state)`` after each epoch, or objects with
     ``on_step_end(state)`` / ``on_epoch_end(state)`` methods. With ``resume=True`` and an
     existing ``config.checkpoint_path``, training continues from the saved epoch.
@@ -233,10 +236,17 @@ def train(
         with autocast():
             eval_teacher_logits = predict_logits(teacher, eval_data[0].to(device), config.eval_batch_size)
 
-    def count(idx: Tensor) -> Tensor:  # positions that count towards the loss in this micro-batch
-        if targets is None:
-            return torch.tensor(float(len(idx)), device=device)
-        return (targets[idx] != config.ignore_index).sum().float()
+    def prepare(idx: Tensor):  # a micro-batch's inputs and targets, after augment
+        batch_inputs, batch_targets = inputs[idx], (targets[idx] if targets is not None else None)
+        if augment is not None:
+            augmented = augment(batch_inputs, generator)
+            batch_inputs, batch_targets = augmented if isinstance(augmented, tuple) else (augmented, batch_targets)
+        return idx, batch_inputs, batch_targets
+
+    def count(batch_inputs: Tensor, batch_targets: Optional[Tensor]) -> Tensor:  # positions in the loss
+        if batch_targets is None:
+            return torch.tensor(float(len(batch_inputs)), device=device)
+        return (batch_targets != config.ignore_index).sum().float()
 
     bar = tqdm(total=steps_per_epoch * config.num_epochs, initial=state.step, desc=config.desc,
                disable=not config.progress, mininterval=0.5)
@@ -245,21 +255,18 @@ def train(
         started, epoch_loss, epoch_weight = time.perf_counter(), torch.zeros((), device=device), 0
         micro_batches = list(batches(len(inputs), config.batch_size, generator=generator, device=device))
         for first in range(0, len(micro_batches), config.grad_accum_steps):
-            window = micro_batches[first : first + config.grad_accum_steps]
-            counts = [count(idx) for idx in window]
+            window = [prepare(idx) for idx in micro_batches[first : first + config.grad_accum_steps]]
+            counts = [count(batch_inputs, batch_targets) for _, batch_inputs, batch_targets in window]
             total = torch.stack(counts).sum()
             optimizer.zero_grad(set_to_none=True)
             step_loss = torch.zeros((), device=device)
-            for idx, positions in zip(window, counts):
-                batch_inputs = inputs[idx]
-                if augment is not None:
-                    batch_inputs = augment(batch_inputs, generator)
+            for (idx, batch_inputs, batch_targets), positions in zip(window, counts):
                 teacher_logits = None
                 if teacher is not None:
                     teacher_logits = cached_logits[idx] if cached_logits is not None else teacher_forward(batch_inputs)
                 with autocast():
                     student_logits = student(batch_inputs)
-                loss = loss_fn(student_logits, teacher_logits, targets[idx] if targets is not None else None)
+                loss = loss_fn(student_logits, teacher_logits, batch_targets)
                 weighted = loss * (positions / total.clamp_min(1))
                 weighted.backward()
                 step_loss = step_loss + weighted.detach()

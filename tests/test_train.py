@@ -282,3 +282,28 @@ def test_bad_arguments_raise_clear_errors(blobs, kwargs, message):
 def test_mismatched_inputs_and_targets_raise(blobs):
     with pytest.raises(ValueError, match="200 inputs but 199 targets"):
         train(small_mlp(), (blobs[0], blobs[1][:-1]), config=TrainConfig(num_epochs=1, **QUIET))
+
+
+def test_augment_may_replace_inputs_and_targets_and_their_padding_sets_the_weights():
+    """On-policy style: augment swaps in new sequences with their own padding; the update must
+    equal the one computed on those sequences directly, also across gradient accumulation."""
+    tokens, targets = lm_batch()
+    new_tokens, new_targets = tokens.flip(0), targets.flip(0).roll(1, dims=1)  # other padding pattern
+    order = {}
+
+    def swap(batch_inputs, generator):
+        rows = [int(torch.nonzero((tokens == row).all(1))[0]) for row in batch_inputs]
+        order.setdefault("rows", []).extend(rows)
+        return new_tokens[rows], new_targets[rows]
+
+    teacher = TinyLM(seed=9)
+    loss = functools.partial(distillation_loss, temperature=2.0, alpha=0.3)
+    swapped = TinyLM()
+    config = TrainConfig(num_epochs=1, batch_size=2, grad_accum_steps=2, optimizer="sgd", lr=0.5, **QUIET)
+    train(swapped, (tokens, targets), teacher=teacher, loss_fn=loss, config=config, augment=swap)
+    direct = TinyLM()
+    train(direct, (new_tokens, new_targets), teacher=teacher, loss_fn=loss,
+          config=TrainConfig(num_epochs=1, batch_size=4, optimizer="sgd", lr=0.5, **QUIET))
+    assert sorted(order["rows"]) == [0, 1, 2, 3]
+    for a, b in zip(swapped.parameters(), direct.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -55,7 +55,7 @@ def write(name: str, cells) -> None:
 # ================================================================================ chapter 01
 CHAPTER_01 = [
 md(r"""
-# Soft targets and temperature
+# 1. Soft targets and temperature
 
 A classifier ends in logits, and a softmax turns them into probabilities. Distillation trains a
 student to reproduce a teacher's probabilities, not only the correct label
@@ -611,7 +611,7 @@ print("soft target at T = 4:     ", [round(x, 3) for x in at_4.tolist()])
 # ================================================================================ chapter 02
 CHAPTER_02 = [
 md(r"""
-# The distillation loss
+# 2. The distillation loss
 
 Chapter 1 looked at soft targets. Here we put them into the loss a student is trained with,
 derive its gradient, and measure the details that the syllabus's one-line formula leaves out:

@@ -1,0 +1,22 @@
+"""Prefix each chapter's title with its number from the file name: '# Title' -> '# 7. Title'.
+
+Chapters keep the numbers of the book's plan (01-11) even while some are still to be written,
+so the site does not number them itself (_toc.yml has no `numbered:`); cross-references in the
+prose ("chapter 7") then match the titles. Only the first markdown cell changes; outputs stay.
+"""
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+
+for path in map(Path, sys.argv[1:] or sorted(Path("book").glob("[0-9][0-9]_*.ipynb"))):
+    number = int(path.name[:2])
+    notebook = nbformat.read(path, as_version=4)
+    cell = next(c for c in notebook.cells if c.cell_type == "markdown")
+    title, _, rest = cell.source.partition("\n")
+    new_title = re.sub(r"^#\s+(?:\d+\.\s+)?", f"# {number}. ", title)
+    if new_title != title:
+        cell.source = new_title + "\n" + rest
+        nbformat.write(notebook, path)
+        print(f"{path}: {new_title}")

@@ -86,9 +86,9 @@ def check_labels(labels: Tensor, logits: Tensor, ignore_index: int) -> Tensor:
             f"{tuple(logits.shape[:-1])}"
         )
     labels = labels.long()
-    valid = labels != ignore_index
     num_classes = logits.shape[-1]
-    if valid.any() and bool(((labels < 0) | (labels >= num_classes))[valid].any()):
+    invalid = ((labels < 0) | (labels >= num_classes)) & (labels != ignore_index)
+    if bool(invalid.any()):
         raise ValueError(
             f"labels must lie in [0, {num_classes}) or equal ignore_index={ignore_index}"
         )

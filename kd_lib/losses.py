@@ -213,13 +213,14 @@ def cross_entropy_loss(
     """
     check_logits("student_logits", student_logits)
     labels = check_labels(labels, student_logits, ignore_index)
-    per_position = F.cross_entropy(
-        student_logits.float().reshape(-1, student_logits.shape[-1]),
-        labels.reshape(-1),
-        ignore_index=ignore_index,
-        reduction="none",
-    ).reshape(labels.shape)
-    return average_positions(per_position, labels != ignore_index)
+    return _cross_entropy(student_logits, labels, ignore_index)
+
+
+def _cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
+    total = F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=ignore_index, reduction="sum"
+    )
+    return total / (labels != ignore_index).sum().clamp_min(1)
 
 
 def distillation_loss(
@@ -245,7 +246,7 @@ def distillation_loss(
     alpha = check_unit_interval(alpha, "alpha")
     temperature = check_temperature(temperature)
     labels = check_labels(labels, student_logits, ignore_index)
-    hard = cross_entropy_loss(student_logits, None, labels, ignore_index=ignore_index)
+    hard = _cross_entropy(student_logits, labels, ignore_index)
     soft = divergence(
         student_logits, teacher_logits, temperature=temperature, mask=labels != ignore_index
     )

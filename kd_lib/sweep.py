@@ -116,15 +116,25 @@ def summarize(rows: Sequence[Dict[str, Any]], by: Sequence[str], metric: str = "
 
 
 def format_table(rows: Sequence[Dict[str, Any]], columns: Optional[Sequence[str]] = None, digits: int = 3) -> str:
-    """A plain-text table of ``rows`` (floats rounded to ``digits``), one line per row."""
+    """A plain-text table of ``rows`` (floats rounded to ``digits``), one line per row.
+
+    ``columns`` defaults to every key with a plain value (text, number, ``None``) in any row, in
+    first-seen order, so objects such as a ``history`` or a trained ``model`` are left out. A row
+    without a column shows an empty cell.
+    """
     if len(rows) == 0:
         raise ValueError("format_table got no rows")
-    columns = list(columns) if columns is not None else [c for c in rows[0] if c not in ("history", "model")]
+    if columns is None:
+        columns = []
+        for row in rows:
+            columns += [key for key, value in row.items()
+                        if key not in columns and (value is None or isinstance(value, (str, int, float)))]
+    columns = list(columns)
 
     def cell(value: Any) -> str:
         return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
-    cells = [[cell(row.get(column, "")) for column in columns] for row in rows]
+    cells = [[cell(row[column]) if column in row else "" for column in columns] for row in rows]
     widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
     lines = ["  ".join(column.rjust(width) for column, width in zip(columns, widths))]
     lines += ["  ".join(text.rjust(width) for text, width in zip(line, widths)) for line in cells]

@@ -13,14 +13,6 @@ V, BOS, EOS, PAD = 12, 1, 2, 0
 IDS = dict(bos_id=BOS, eos_id=EOS, pad_id=PAD)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread, as in the book: faster for these tiny models, and immune to a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def model(seed=0, width=16):
     torch.manual_seed(seed)

@@ -13,14 +13,6 @@ from kd_lib.pretrained import load_pretrained, save_pretrained
 V = 104
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread, as in the book: faster for these tiny models, and immune to a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny(**overrides):
     torch.manual_seed(0)

@@ -13,14 +13,6 @@ ROOT = Path(__file__).resolve().parent.parent
 NAME = "tiny_gpt_teacher"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread, as in the book: faster for these tiny models, and immune to a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def load_script():
     spec = importlib.util.spec_from_file_location("train_gpt_teacher", ROOT / "scripts" / "train_gpt_teacher.py")

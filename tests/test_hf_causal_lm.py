@@ -22,14 +22,6 @@ from kd_lib.gpt import HFCausalLM  # noqa: E402
 CHAPTER = Path(__file__).resolve().parent.parent / "book" / "07_language_models.ipynb"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread, as in the book: faster for these tiny models, and immune to a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_gpt2(layers, vocab=50, seed=0):
     torch.manual_seed(seed)

@@ -9,14 +9,6 @@ from kd_lib.language import BOS, EOS, PAD, Grammar, GrammarConfig, lm_data
 from kd_lib.lm_metrics import kl_to_truth, lm_metrics
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread, as in the book: faster for these tiny models, and immune to a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def grammar():

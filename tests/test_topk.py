@@ -12,14 +12,6 @@ from kd_lib.topk import CachedTeacher, TopKCache, expand_topk, topk_cache
 V = 20
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread, as in the book: faster for these tiny models, and immune to a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def teacher_and_inputs():
     torch.manual_seed(0)

@@ -181,7 +181,10 @@ def train(
     for "function matching"); the teacher then sees the same transformed batch every step.
     ``augment`` may also return ``(inputs, targets)`` when it replaces the batch by new
     sequences (on-policy distillation: the student's own samples); their targets then set the
-    padding mask and the per-token weight of that micro-batch.
+    padding mask and the per-token weight of that micro-batch. That weight is the number of
+    targets that are not ``ignore_index``: a custom loss that also learns from rows whose target
+    is ``ignore_index`` (e.g. unlabelled rows mixed into a labelled batch) should pass
+    ``targets=None`` for them or mix the rows so that every micro-batch has some labels.
     ``callbacks`` are functions called as ``fn(state)`` after each epoch, or objects with
     ``on_step_end(state)`` / ``on_epoch_end(state)`` methods. With ``resume=True`` and an
     existing ``config.checkpoint_path``, training continues from the saved epoch.

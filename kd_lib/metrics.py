@@ -108,20 +108,9 @@ def expected_calibration_error(logits: Tensor, labels: Tensor, num_bins: int = 1
 
     where confidence is the top softmax probability. 0 is perfectly calibrated.
     """
-    if num_bins < 1:
-        raise ValueError(f"num_bins must be >= 1, got {num_bins}")
-    if logits.dim() != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError(f"expected logits [N, C] and labels [N], got {tuple(logits.shape)} and {tuple(labels.shape)}")
-    labels = labels.to(logits.device)
-    confidence, predicted = torch.softmax(logits.float(), dim=-1).max(dim=-1)
-    correct = (predicted == labels).float()
-    bins = torch.clamp((confidence * num_bins).long(), max=num_bins - 1)
-    ece = torch.zeros((), device=logits.device)
-    for b in range(num_bins):
-        in_bin = bins == b
-        if in_bin.any():
-            ece += in_bin.float().mean() * (correct[in_bin].mean() - confidence[in_bin].mean()).abs()
-    return float(ece)
+    from .evaluation import reliability_bins  # the one binning, shared with reliability diagrams
+
+    return reliability_bins(logits, labels, num_bins).ece
 
 
 @torch.no_grad()

@@ -76,8 +76,10 @@ def _sample_batch(model, n, max_len, bos_id, eos_id, pad_id, temperature, genera
 def padding_mask(inputs: Tensor, *, eos_id: int, pad_id: int) -> Tensor:
     """Positions whose next token counts: every input token before the first ``eos``/``pad``.
 
-    For ``inputs = tokens[:, :-1]`` this is exactly ``targets != ignore_index`` of
-    :func:`kd_lib.language.lm_data` (position t predicts token t + 1, up to and including ``eos``).
+    For well-formed sequences (``inputs = tokens[:, :-1]`` of grammar samples) this equals
+    ``targets != ignore_index`` of :func:`kd_lib.language.lm_data` (position t predicts token
+    t + 1, up to and including ``eos``). For a student's samples it is stricter: a ``pad`` token
+    sampled mid-sequence ends the sequence here, while ``lm_data`` would only skip that one position.
     """
     stop = (inputs == eos_id) | (inputs == pad_id)
     return stop.long().cumsum(dim=1) == 0

@@ -1,10 +1,14 @@
 # Knowledge Distillation, Measured: build and test.
 #
 #   make book    build the site into _build/html (fails on any warning)
-#   make test    everything, in order: unit, nbval, book, site (prints each stage's wall time)
-#   make unit | nbval | site | quick | bench | vendor | clean | distclean
+#   make test    everything, in order: unit, nbval, nbval-seeds, book, site (prints each stage's
+#                wall time); installs what it needs first (.venv, and Chromium for the site test)
+#   make unit | nbval | nbval-seeds | site | quick | bench | vendor | clean | distclean
 #
-# Everything runs from the pinned virtual environment .venv (created by `make venv`).
+# Everything runs from the pinned virtual environment .venv (created by `make venv`). Numerics
+# are pinned to AVX2 kernels by kd_lib.numerics in every process that computes (the chapters'
+# setup cell, tests/conftest.py, scripts/, benchmarks/), so committed outputs compare exactly on
+# any x86-64 CPU with AVX2; elsewhere nbval runs every cell and assert but skips the comparison.
 
 SHELL       := /bin/bash
 PYTHON      ?= python3
@@ -15,13 +19,16 @@ JB          := $(VENV)/bin/jupyter-book
 STAMP       := $(VENV)/.stamp
 CHAPTERS    := $(sort $(wildcard book/*.ipynb))
 SANITIZE    := tests/nbval_sanitize.cfg
+CHROMIUM    ?= /usr/bin/chromium
+# The second pass over the chapters shifts every training seed by 1000 x this (kd_lib.notebook).
+SEED_OFFSET ?= 1
 
 # Tools started by the tests (jupyter, kernels) come from the venv, even without `activate`.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Playwright drives Debian's /usr/bin/chromium; it must never download a browser.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: venv book test unit quick nbval site bench vendor clean distclean
+.PHONY: venv book test unit quick nbval nbval-seeds site chromium bench vendor clean distclean
 
 venv: $(STAMP)
 
@@ -38,9 +45,9 @@ book: $(STAMP)
 	rm -rf _build/html
 	$(JB) build . --all -W -n --keep-going
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	@start_all=$$(date +%s); \
-	for stage in unit nbval book site; do \
+	for stage in unit nbval nbval-seeds book site; do \
 	    echo "=== make $$stage"; start=$$(date +%s); \
 	    if ! $(MAKE) --no-print-directory $$stage; then \
 	        echo "=== $$stage FAILED after $$(( $$(date +%s) - start )) s"; exit 1; \
@@ -57,17 +64,51 @@ unit: $(STAMP)
 quick: $(STAMP)
 	$(PYTEST) tests --ignore=tests/site -m "not site and not slow"
 
-# Re-execute every chapter and compare with its committed outputs.
+# Re-execute every chapter and compare with its committed outputs. The outputs were made with
+# the AVX2-pinned numerics of kd_lib.numerics; where those cannot be pinned (not x86-64, or no
+# AVX2) every cell and assert still runs, but the outputs are not compared, and this says so.
 nbval: $(STAMP)
 ifeq ($(CHAPTERS),)
 	@echo "no chapters in book/*.ipynb: nothing to check"
 else
-	$(PYTEST) --nbval $(CHAPTERS) --nbval-sanitize-with $(SANITIZE)
+	@if $(PY) -c "import sys; from kd_lib.numerics import portable_numerics_status as s; \
+	        status = s(); print('numerics:', status); sys.exit(0 if status.portable else 1)"; then \
+	    echo $(PYTEST) --nbval $(CHAPTERS) --nbval-sanitize-with $(SANITIZE); \
+	    $(PYTEST) --nbval $(CHAPTERS) --nbval-sanitize-with $(SANITIZE); \
+	else \
+	    echo "=== SKIPPING the output comparison: the committed outputs were computed with AVX2-pinned"; \
+	    echo "=== x86-64 numerics, which this machine cannot reproduce bit for bit. Every cell and every"; \
+	    echo "=== assert still runs (nbval --nbval-lax)."; \
+	    $(PYTEST) --nbval-lax $(CHAPTERS); \
+	fi
+endif
+
+# Every chapter again with every training, initialisation and transfer-set seed shifted
+# (KD_BOOK_SEED_OFFSET): the outputs change, so only cells that fail (a claim's assert) count.
+nbval-seeds: $(STAMP)
+ifeq ($(CHAPTERS),)
+	@echo "no chapters in book/*.ipynb: nothing to check"
+else
+	KD_BOOK_SEED_OFFSET=$(SEED_OFFSET) $(PYTEST) --nbval-lax $(CHAPTERS)
 endif
 
 # The built site in headless Chromium, offline (run `make book` first; `make test` does).
-site: $(STAMP)
-	$(PYTEST) tests/site -m site
+site: $(STAMP) chromium
+	KD_CHROMIUM=$(CHROMIUM) $(PYTEST) tests/site -m site
+
+# Debian's Chromium for the site test: installed with apt when missing (as root, or with
+# password-less sudo); otherwise a message says what to install. Playwright never downloads one.
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then SUDO=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo"; \
+	else echo "The site test needs Chromium at $(CHROMIUM). Install Debian's package" \
+	          "(sudo apt-get install -y chromium) or set CHROMIUM=/path/to/chromium, then re-run."; exit 1; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "No apt-get here: install Chromium yourself and set CHROMIUM=/path/to/chromium."; exit 1; fi; \
+	echo "=== installing chromium (Debian package) for the site test"; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	"$(CHROMIUM)" --version
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

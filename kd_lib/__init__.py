@@ -14,7 +14,7 @@ from .losses import (
     soft_cross_entropy,
     soften,
 )
-from .notebook import setup_notebook
+from .notebook import glue, seeds, setup_notebook, shifted_seed
 from .train import History, TrainConfig, TrainState, choose_device, evaluate, seed_everything, train
 
 __version__ = "0.1.0"
@@ -23,5 +23,5 @@ __all__ = [
     "soften", "kd_loss", "soft_cross_entropy", "reverse_kl", "generalized_jsd", "skew_kl",
     "distillation_loss", "cross_entropy_loss",
     "train", "TrainConfig", "History", "TrainState", "evaluate", "choose_device", "seed_everything",
-    "setup_notebook",
+    "setup_notebook", "seeds", "shifted_seed", "glue",
 ]

@@ -11,9 +11,11 @@ multiply       3.7 pJ    1.1 pJ       0.2 pJ
 add            0.9 pJ    0.4 pJ       0.03 pJ
 =============  ========  ===========  ===========
 
-and a 32-bit read from DRAM costs 640 pJ (from an 8 KB SRAM: 5 pJ). Two bounds follow:
-arithmetic only (every weight already in registers: a lower bound), and arithmetic plus reading
-every weight once from DRAM (a model too big to stay in cache, batch size 1). Real chips differ
+and a 32-bit read costs 5 pJ from an 8 KB SRAM and 640 pJ from DRAM. Three figures follow:
+arithmetic only (every weight already in registers: a lower bound), reading every weight once
+from a small on-chip SRAM (a model that stays in cache), and reading every weight once from DRAM
+(a model too big to stay in cache, batch size 1). Which memory term applies depends on the model
+and the chip, so the estimate gives both and decides nothing. Real chips differ
 (newer processes are cheaper; a CPU spends most of its power on everything but the arithmetic),
 so use these numbers to *compare* models, never as a measurement.
 """
@@ -30,10 +32,12 @@ from .metrics import count_parameters
 
 Tensor = torch.Tensor
 
-__all__ = ["MAC_PICOJOULES", "DRAM_READ_PICOJOULES_PER_32BIT", "count_macs", "EnergyEstimate", "estimate_energy"]
+__all__ = ["MAC_PICOJOULES", "SRAM_READ_PICOJOULES_PER_32BIT", "DRAM_READ_PICOJOULES_PER_32BIT", "count_macs",
+           "EnergyEstimate", "estimate_energy"]
 
 # Horowitz (2014), 45 nm: energy of one multiply plus one add.
 MAC_PICOJOULES: Dict[str, float] = {"fp32": 3.7 + 0.9, "fp16": 1.1 + 0.4, "int8": 0.2 + 0.03}
+SRAM_READ_PICOJOULES_PER_32BIT = 5.0  # an 8 KB SRAM
 DRAM_READ_PICOJOULES_PER_32BIT = 640.0
 _BITS = {"fp32": 32, "fp16": 16, "int8": 8}
 
@@ -98,18 +102,21 @@ class EnergyEstimate:
     parameters: int
     dtype: str  # "fp32", "fp16" or "int8"
     arithmetic_joules: float  # macs * energy per MAC: the lower bound
-    dram_joules: float  # reading every weight once from DRAM
+    dram_joules: float  # reading every weight once from DRAM (a model that does not fit in cache)
+    sram_joules: float = 0.0  # reading every weight once from a small on-chip SRAM
 
     @property
     def total_joules(self) -> float:
+        """Arithmetic plus weights from DRAM: the pessimistic end."""
         return self.arithmetic_joules + self.dram_joules
 
 
 def estimate_energy(model: nn.Module, example: Tensor, dtype: str = "fp32") -> EnergyEstimate:
     """Estimate the energy of one inference on ``example`` (a batch of one) at ``dtype``.
 
-    ``arithmetic_joules = MACs * E_mac[dtype]`` and ``dram_joules = parameters * bits / 32 * 640 pJ``
-    with Horowitz's (2014) 45 nm energies. An estimate for comparing models, not a measurement.
+    ``arithmetic_joules = MACs * E_mac[dtype]``, ``sram_joules = parameters * bits / 32 * 5 pJ`` and
+    ``dram_joules = parameters * bits / 32 * 640 pJ`` with Horowitz's (2014) 45 nm energies. An
+    estimate for comparing models, not a measurement.
     """
     if dtype not in MAC_PICOJOULES:
         raise ValueError(f"dtype must be one of {sorted(MAC_PICOJOULES)}, got {dtype!r}")
@@ -118,5 +125,7 @@ def estimate_energy(model: nn.Module, example: Tensor, dtype: str = "fp32") -> E
     macs = count_macs(model, example)
     parameters = count_parameters(model)
     arithmetic = macs * MAC_PICOJOULES[dtype] * 1e-12
-    dram = parameters * _BITS[dtype] / 32 * DRAM_READ_PICOJOULES_PER_32BIT * 1e-12
-    return EnergyEstimate(macs, parameters, dtype, arithmetic, dram)
+    words = parameters * _BITS[dtype] / 32
+    dram = words * DRAM_READ_PICOJOULES_PER_32BIT * 1e-12
+    sram = words * SRAM_READ_PICOJOULES_PER_32BIT * 1e-12
+    return EnergyEstimate(macs, parameters, dtype, arithmetic, dram, sram)

@@ -1,25 +1,91 @@
-"""One call that every chapter's setup cell makes: seeds, thread count, device, figure style."""
+"""What every chapter's setup cell needs: numerics, seeds, threads, device, figure style, glue.
+
+* :func:`setup_notebook` pins portable numerics (:mod:`kd_lib.numerics`), seeds every RNG,
+  fixes the thread count and picks the device.
+* :func:`shifted_seed` and :func:`seeds` shift the chapter's training, initialisation and transfer-set
+  seeds by ``KD_BOOK_SEED_OFFSET`` (default 0), so that the book's tests can check that every
+  claim still holds with other seeds. Standard data splits and evaluation sets keep their seeds.
+* :func:`glue` records a number that the prose quotes (myst-nb's ``{glue:text}`` role), so
+  that the text and the output that computed it cannot disagree.
+"""
 from __future__ import annotations
 
-import torch
+import os
+from typing import Any, List
 
-from .train import choose_device, seed_everything
+from .numerics import use_portable_numerics
 
-__all__ = ["setup_notebook"]
+__all__ = ["setup_notebook", "seed_offset", "shifted_seed", "seeds", "glue", "SEED_STRIDE"]
+
+SEED_OFFSET_VARIABLE = "KD_BOOK_SEED_OFFSET"
+# Offset k moves seed s to s + 1000 k: the seeds of different offsets never overlap, and a
+# shifted data seed never lands on a fixed split's seed (the MNIST-1D split uses 42).
+SEED_STRIDE = 1000
 
 
-def setup_notebook(seed: int = 0, threads: int = 1, dpi: int = 80, device=None, verbose: bool = True) -> torch.device:
-    """Seed every RNG, fix torch's CPU thread count, choose the device, style matplotlib.
+def seed_offset() -> int:
+    """The integer ``KD_BOOK_SEED_OFFSET`` (0 when unset); a ``ValueError`` names a bad value."""
+    text = os.environ.get(SEED_OFFSET_VARIABLE, "").strip()
+    if not text:
+        return 0
+    try:
+        offset = int(text)
+    except ValueError:
+        raise ValueError(f"{SEED_OFFSET_VARIABLE} must be a non-negative integer, got {text!r}") from None
+    if offset < 0:
+        raise ValueError(f"{SEED_OFFSET_VARIABLE} must be a non-negative integer, got {offset}")
+    return offset
 
-    The thread count is fixed because it changes results: floating-point sums are split
-    differently across threads, and small students trained with 1 or 2 threads end up several
-    accuracy points apart. One thread is also the fastest choice for these small models when
-    the CPU is shared. Returns the device (CUDA when available, unless ``device`` is given).
+
+def shifted_seed(base: int) -> int:
+    """``base`` shifted by the seed offset: ``base + 1000 * KD_BOOK_SEED_OFFSET``."""
+    return base + SEED_STRIDE * seed_offset()
+
+
+def seeds(count: int, start: int = 0) -> List[int]:
+    """``count`` consecutive seeds from ``start``, shifted by the seed offset."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    return [shifted_seed(start + i) for i in range(count)]
+
+
+def glue(name: str, value: Any) -> Any:
+    """Record ``value`` under ``name`` for the prose (``{glue:text}`name```) and return it.
+
+    Format numbers before gluing (``glue("gain", f"{gain:.1f}")``): the text then shows exactly
+    the digits the output shows, and the book's tests compare them on every run. Where myst-nb
+    is not installed (Colab), nothing is recorded and the value is printed instead.
     """
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        print(f"{name} = {value}")
+    else:
+        myst_glue(name, value, display=False)
+    return value
+
+
+def setup_notebook(seed: int = 0, threads: int = 1, dpi: int = 80, device=None, verbose: bool = True):
+    """Pin portable numerics, seed every RNG, fix the thread count, pick the device, style plots.
+
+    Numerics come first because they must be fixed before the first tensor operation: CPUs
+    with and without AVX-512 otherwise round differently (:mod:`kd_lib.numerics`). The thread
+    count is fixed because it changes results too: floating-point sums are split differently
+    across threads, and small students trained with 1 or 2 threads end up several accuracy
+    points apart. One thread is also the fastest choice for these small models when the CPU is
+    shared. ``seed`` is shifted by ``KD_BOOK_SEED_OFFSET`` like every other training seed.
+    Returns the device (CUDA when available, unless ``device`` is given).
+    """
+    numerics = use_portable_numerics()
+    import torch
+
+    from .train import choose_device, seed_everything
+
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
-    seed_everything(seed)
+    shifted = shifted_seed(seed)
+    seed_everything(shifted)
     chosen = choose_device(device)
     try:
         import matplotlib.pyplot as plt
@@ -32,6 +98,9 @@ def setup_notebook(seed: int = 0, threads: int = 1, dpi: int = 80, device=None, 
     if verbose:
         from . import __version__
 
+        offset = seed_offset()
         print(f"kd_lib {__version__} | torch {torch.__version__} | device: {chosen.type} | "
-              f"threads: {torch.get_num_threads()} | seed: {seed}")
+              f"threads: {torch.get_num_threads()} | seed: {shifted}"
+              + (f" (offset {offset})" if offset else ""))
+        print(f"numerics: {numerics}")
     return chosen

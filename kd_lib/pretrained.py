@@ -23,7 +23,8 @@ from torch import nn
 
 from . import models
 
-__all__ = ["DATA_DIR", "unique_state", "save_pretrained", "load_pretrained", "load_manifest", "sha256_of"]
+__all__ = ["DATA_DIR", "unique_state", "save_pretrained", "load_pretrained", "load_manifest", "sha256_of",
+           "save_collection", "load_collection"]
 
 DATA_DIR = Path(os.environ.get("KD_LIB_DATA", Path(__file__).resolve().parent.parent / "data"))
 
@@ -48,6 +49,10 @@ def unique_state(model: nn.Module) -> Dict[str, torch.Tensor]:
     return state
 
 
+def _config_of(model: nn.Module) -> Dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(model.config).items()}
+
+
 def _paths(name: str, data_dir: Optional[Path]) -> Tuple[Path, Path]:
     folder = Path(data_dir) if data_dir is not None else DATA_DIR
     return folder / f"{name}.safetensors", folder / f"{name}.json"
@@ -60,11 +65,10 @@ def save_pretrained(model: nn.Module, name: str, info: Dict[str, Any], data_dir:
     weights_path, manifest_path = _paths(name, data_dir)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     save_file(unique_state(model), str(weights_path))
-    config = dataclasses.asdict(model.config)
     manifest = {
         "name": name,
         "model_class": type(model).__name__,
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
+        "config": _config_of(model),
         **info,
         "weights_file": weights_path.name,
         "sha256": sha256_of(weights_path),
@@ -85,8 +89,8 @@ def load_manifest(name: str, data_dir: Optional[Path] = None) -> Dict[str, Any]:
     return json.loads(manifest_path.read_text())
 
 
-def load_pretrained(name: str, data_dir: Optional[Path] = None, device=None) -> nn.Module:
-    """Rebuild the model named in the manifest and load its weights (eval mode)."""
+def _checked_weights(name: str, data_dir: Optional[Path]) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor], Path]:
+    """The manifest and the weights of checkpoint ``name``, after checking the file's sha256."""
     from safetensors.torch import load_file
 
     manifest = load_manifest(name, data_dir)
@@ -94,13 +98,54 @@ def load_pretrained(name: str, data_dir: Optional[Path] = None, device=None) -> 
     actual = sha256_of(weights_path)
     if actual != manifest["sha256"]:
         raise ValueError(f"{weights_path} is corrupt or changed: sha256 {actual} != manifest {manifest['sha256']}")
-    model_class = getattr(models, manifest["model_class"])
-    config_class = getattr(models, manifest["model_class"] + "Config")
-    model = model_class(config_class(**manifest["config"]))
-    state = load_file(str(weights_path))
+    return manifest, load_file(str(weights_path)), weights_path
+
+
+def _build(model_class: str, config: Dict[str, Any], state: Dict[str, torch.Tensor], where: str, device) -> nn.Module:
+    """A ``kd_lib.models`` model of ``model_class`` with ``config``, loaded with ``state`` (eval mode)."""
+    model = getattr(models, model_class)(getattr(models, model_class + "Config")(**config))
     expected = unique_state(model)  # the names a save of this architecture holds (tied weights once)
     if set(state) != set(expected):
-        raise ValueError(f"{weights_path} does not fit {manifest['model_class']}: missing "
+        raise ValueError(f"{where} does not fit {model_class}: missing "
                          f"{sorted(set(expected) - set(state))}, unexpected {sorted(set(state) - set(expected))}")
     model.load_state_dict(state, strict=False)
     return model.to(device if device is not None else "cpu").eval()
+
+
+def load_pretrained(name: str, data_dir: Optional[Path] = None, device=None) -> nn.Module:
+    """Rebuild the model named in the manifest and load its weights (eval mode)."""
+    manifest, state, weights_path = _checked_weights(name, data_dir)
+    return _build(manifest["model_class"], manifest["config"], state, str(weights_path), device)
+
+
+def save_collection(models_by_key: Dict[str, nn.Module], name: str, info: Dict[str, Any],
+                    data_dir: Optional[Path] = None) -> Dict[str, Any]:
+    """Write several small models (e.g. one per recipe and seed) into one safetensors file.
+
+    Each model's tensors are stored under ``"<key>/<tensor name>"``; the manifest lists every
+    key with its model class and config, plus ``info`` and the file's sha256.
+    """
+    from safetensors.torch import save_file
+
+    if not models_by_key or any("/" in key for key in models_by_key):
+        raise ValueError("need at least one model, and keys without '/'")
+    weights_path, manifest_path = _paths(name, data_dir)
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    state = {f"{key}/{tensor}": value for key, model in models_by_key.items() for tensor, value in unique_state(model).items()}
+    save_file(state, str(weights_path))
+    entries = {key: {"model_class": type(model).__name__, "config": _config_of(model)}
+               for key, model in models_by_key.items()}
+    manifest = {"name": name, "models": entries, **info, "weights_file": weights_path.name,
+                "sha256": sha256_of(weights_path), "bytes": weights_path.stat().st_size}
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def load_collection(name: str, data_dir: Optional[Path] = None, device=None) -> Dict[str, nn.Module]:
+    """The models written by :func:`save_collection`, by key (eval mode), after a sha256 check."""
+    manifest, state, weights_path = _checked_weights(name, data_dir)
+    loaded = {}
+    for key, entry in manifest["models"].items():
+        own = {k[len(key) + 1:]: v for k, v in state.items() if k.startswith(f"{key}/")}
+        loaded[key] = _build(entry["model_class"], entry["config"], own, f"{weights_path} [{key}]", device)
+    return loaded

@@ -32,7 +32,7 @@ from .train import LossFn, TrainConfig, seed_everything, train
 
 Tensor = torch.Tensor
 
-__all__ = ["Run", "run_sweep", "summarize", "format_table"]
+__all__ = ["Run", "run_sweep", "summarize", "per_seed", "format_table"]
 
 
 @dataclass
@@ -113,6 +113,19 @@ def summarize(rows: Sequence[Dict[str, Any]], by: Sequence[str], metric: str = "
         summary.append({**dict(zip(by, key)), "mean": float(values_t.mean()), "std": std,
                         "min": float(values_t.min()), "max": float(values_t.max()), "n": len(values)})
     return summary
+
+
+def per_seed(rows: Sequence[Dict[str, Any]], metric: str = "accuracy", **match: Any) -> List[float]:
+    """``metric`` of the rows whose columns equal ``match``, in seed order.
+
+    Two calls with the same seeds give lists that line up seed by seed, ready for
+    :func:`kd_lib.stats.paired_difference`: ``per_seed(rows, name="distilled", T=1)``.
+    Raises ``ValueError`` when no row matches.
+    """
+    chosen = sorted((row for row in rows if all(row.get(k) == v for k, v in match.items())), key=lambda r: r["seed"])
+    if not chosen:
+        raise ValueError(f"no row has {match}")
+    return [float(row[metric]) for row in chosen]
 
 
 def format_table(rows: Sequence[Dict[str, Any]], columns: Optional[Sequence[str]] = None, digits: int = 3) -> str:

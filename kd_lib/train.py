@@ -55,6 +55,9 @@ class TrainConfig:
     lr_schedule: str = "constant"  # "constant" or "cosine" (decays to 0 at the last step)
     warmup_steps: int = 0  # linear warm-up, in optimizer steps
     max_grad_norm: Optional[float] = None  # clip the gradient norm when set
+    # Stop with FloatingPointError once a step's loss exceeds this multiple of the first step's
+    # loss: a finite divergence (a non-finite loss always stops training). None: never.
+    divergence_factor: Optional[float] = None
     seed: int = 0  # seeds the shuffling / augmentation generator and torch's global RNG
     device: Optional[str] = None  # None: "cuda" when available, else "cpu"
     amp: bool = False  # bf16 autocast for forward passes; CUDA only
@@ -147,6 +150,8 @@ def _validate(config: TrainConfig, inputs: Tensor, targets: Optional[Tensor]) ->
             raise ValueError(f"config.{name} must be >= 1, got {getattr(config, name)}")
     if config.lr <= 0:
         raise ValueError(f"config.lr must be > 0, got {config.lr}")
+    if config.divergence_factor is not None and not config.divergence_factor > 1:
+        raise ValueError(f"config.divergence_factor must be > 1 (or None), got {config.divergence_factor}")
     if len(inputs) == 0:
         raise ValueError("train_data holds no examples")
     if targets is not None and len(targets) != len(inputs):
@@ -251,6 +256,7 @@ def train(
             return torch.tensor(float(len(batch_inputs)), device=device)
         return (batch_targets != config.ignore_index).sum().float()
 
+    first_loss = None  # the first step's loss (of this call), for divergence_factor
     bar = tqdm(total=steps_per_epoch * config.num_epochs, initial=state.step, desc=config.desc,
                disable=not config.progress, mininterval=0.5)
     student.train()
@@ -278,6 +284,14 @@ def train(
                     f"loss became {float(step_loss)} at epoch {state.epoch + 1}, step {state.step + 1}: "
                     "lower the learning rate, clip gradients (max_grad_norm), or check inputs for NaN/inf"
                 )
+            if config.divergence_factor is not None:
+                first_loss = float(step_loss) if first_loss is None else first_loss
+                if float(step_loss) > config.divergence_factor * abs(first_loss):
+                    raise FloatingPointError(
+                        f"loss {float(step_loss):.3g} at epoch {state.epoch + 1}, step {state.step + 1} is more "
+                        f"than {config.divergence_factor:g}x the first step's {first_loss:.3g}: training diverged; "
+                        "lower the learning rate or clip gradients (max_grad_norm)"
+                    )
             if config.max_grad_norm is not None:
                 nn.utils.clip_grad_norm_(student.parameters(), config.max_grad_norm)
             optimizer.step()

@@ -19,6 +19,9 @@ from kd_lib.language import Grammar, lm_data
 from kd_lib.lm_metrics import lm_metrics
 from kd_lib.metrics import count_parameters
 from kd_lib.pretrained import save_pretrained
+from kd_lib.numerics import use_portable_numerics
+
+NUMERICS = use_portable_numerics()  # before the first tensor operation (kd_lib/numerics.py)
 
 NAME = "tiny_gpt_teacher"
 MODEL = dict(n_layer=3, n_head=4, n_embd=96)
@@ -93,6 +96,7 @@ def main() -> None:
         "data": {"language": "kd_lib.language.Grammar(GrammarConfig())", **DATA,
                  "sequence_length": int(val_inputs.shape[1])},
         "training": {**RECIPE, "steps": history.final["step"], "threads": 1, "torch": torch.__version__,
+                     "numerics": str(NUMERICS),
                      "first_step_losses": log.first, "loss_every_100_steps": log.every_100},
         "parameters": count_parameters(model),
         "metrics": {**{k: round(v, 5) for k, v in metrics.items()},

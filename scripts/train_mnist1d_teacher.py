@@ -15,6 +15,9 @@ from kd_lib.data import make_mnist1d
 from kd_lib.metrics import count_parameters
 from kd_lib.models import CNN1D, CNN1DConfig
 from kd_lib.pretrained import save_pretrained
+from kd_lib.numerics import use_portable_numerics
+
+NUMERICS = use_portable_numerics()  # before the first tensor operation (kd_lib/numerics.py)
 
 RECIPE = dict(num_epochs=30, batch_size=128, lr=2e-3, lr_schedule="cosine", seed=0)
 
@@ -41,7 +44,8 @@ def main() -> None:
         "description": "1-D CNN teacher for MNIST-1D (book chapters 01-04, 09-10)",
         "made_by": "python scripts/train_mnist1d_teacher.py",
         "data": {"dataset": "mnist1d (generated)", "num_samples": 5000, "seed": 42, "train": 4000, "test": 1000},
-        "training": {**RECIPE, "optimizer": "adam", "threads": 1, "torch": torch.__version__},
+        "training": {**RECIPE, "optimizer": "adam", "threads": 1, "torch": torch.__version__,
+                     "numerics": str(NUMERICS)},
         "parameters": count_parameters(teacher),
         "metrics": {"test_accuracy": history.final["eval_accuracy"], "test_loss": history.final["eval_loss"]},
         "seconds": round(time.perf_counter() - started, 1),

@@ -149,6 +149,31 @@ def test_save_and_load_round_trip_and_corruption_is_detected(tmp_path):
         load_pretrained("missing", data_dir=tmp_path)
 
 
+def test_a_collection_of_models_round_trips_by_key_and_corruption_is_detected(tmp_path):
+    from kd_lib.pretrained import load_collection, save_collection
+
+    torch.manual_seed(0)
+    models = {"mlp | 0": MLP(MLPConfig(hidden=(5,))), "cnn | 1": CNN1D(CNN1DConfig(channels=(2, 2, 2), hidden=4))}
+    manifest = save_collection(models, "students", {"note": "test"}, data_dir=tmp_path)
+    assert set(manifest["models"]) == set(models) and manifest["note"] == "test"
+    loaded = load_collection("students", data_dir=tmp_path)
+    for key, model in models.items():
+        assert type(loaded[key]) is type(model) and not loaded[key].training
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded[key].state_dict().values()))
+    with open(tmp_path / "students.safetensors", "r+b") as handle:
+        handle.seek(-4, 2)
+        handle.write(b"\x00\x01\x02\x03")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_collection("students", data_dir=tmp_path)
+
+
+def test_a_collection_key_may_not_contain_a_slash(tmp_path):
+    from kd_lib.pretrained import save_collection
+
+    with pytest.raises(ValueError, match="without '/'"):
+        save_collection({"a/b": MLP(MLPConfig(hidden=(5,)))}, "bad", {}, data_dir=tmp_path)
+
+
 # ----------------------------------------------------------------------------- plots, notebook
 def test_scrubber_embeds_every_frame_and_links_only_the_icon_font():
     html = scrubber(lambda ax, value: ax.set_title(f"value {value}"), [1, 2, 3]).data

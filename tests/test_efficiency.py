@@ -52,6 +52,7 @@ def test_energy_estimate_multiplies_counts_by_horowitz_energies():
     assert (estimate.macs, estimate.parameters) == (macs, parameters)
     assert estimate.arithmetic_joules == pytest.approx(macs * 4.6e-12)
     assert estimate.dram_joules == pytest.approx(parameters * 640e-12)
+    assert estimate.sram_joules == pytest.approx(parameters * 5e-12)
     assert estimate.total_joules == pytest.approx(estimate.arithmetic_joules + estimate.dram_joules)
     half = estimate_energy(model, torch.randn(1, 40), dtype="fp16")
     assert half.arithmetic_joules == pytest.approx(macs * 1.5e-12)

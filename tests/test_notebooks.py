@@ -63,7 +63,16 @@ def test_chapter_starts_with_the_shared_setup_cell(path):
 
 
 def test_setup_cell_installs_from_the_repository_named_in_config():
-    assert f'"KD_BOOK_SOURCE", "{config_repository_url()}"' in canonical_setup_cell()
+    default = re.search(r'os\.environ\.get\("KD_BOOK_SOURCE",\s*"([^"]+)"\)', canonical_setup_cell())
+    assert default and default.group(1) == config_repository_url()
+
+
+def test_setup_cell_fits_the_sites_code_column():
+    assert max(len(line) for line in canonical_setup_cell().splitlines()) <= 79
+
+
+def tags(cell):
+    return cell.get("metadata", {}).get("tags", [])
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
@@ -71,8 +80,17 @@ def test_chapter_asserts_its_claims_and_ignores_only_widget_or_timing_outputs(pa
     cells = code_cells(load(path))
     assert any(re.search(r"^\s*assert ", source(c), re.M) for c in cells), "a chapter asserts the claims it makes"
     for cell in cells:
-        if re.search(r"\binteract(ive)?\(", source(cell)):
-            assert "NBVAL_IGNORE_OUTPUT" in source(cell), "nbval cannot capture interact() outputs: mark the cell"
+        if re.search(r"\b(interact(ive)?|explore)\(", source(cell)):
+            assert "nbval-ignore-output" in tags(cell), "nbval cannot capture interact() outputs: tag the cell"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_test_markers_are_cell_tags_not_code_the_reader_sees(path):
+    for cell in code_cells(load(path)):
+        assert "NBVAL_" not in source(cell), "use the cell tag nbval-ignore-output, not a # NBVAL_ comment"
+        unknown = [t for t in tags(cell) if t.startswith("nbval") and t not in
+                   ("nbval-ignore-output", "nbval-skip", "nbval-check-output", "nbval-raises-exception")]
+        assert not unknown, f"unknown nbval tag {unknown}"
 
 
 def test_every_chapter_is_in_the_table_of_contents():

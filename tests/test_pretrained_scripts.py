@@ -93,7 +93,21 @@ def _first_epoch(sweep, script, name, width, seed=0):
 
 
 @pytest.mark.parametrize("name", ["scratch", "distilled"])
-def test_script_reproduces_the_first_epoch_of_a_stored_run(sweep, script, name):
+def test_script_reproduces_the_first_epoch_of_a_stored_run(sweep, script, name, portable_numerics):
     stored = next(r for r in sweep["grid"] if r["arch"] == "cnn" and r["width"] == 2 and r["name"] == name
                   and r["seed"] == 0)
     assert _first_epoch(sweep, script, name, width=2) == pytest.approx(stored["curve"][0], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_teacher_script_reproduces_the_shipped_teacher_bit_for_bit(tmp_path, portable_numerics):
+    """The whole MNIST-1D teacher (30 epochs, ~20 s) retrained: the same bytes as data/, on any AVX2 CPU."""
+    spec = importlib.util.spec_from_file_location("train_mnist1d_teacher", ROOT / "scripts" / "train_mnist1d_teacher.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    teacher, history = module.build_and_train(progress=False)
+    shipped = load_pretrained("mnist1d_cnn")
+    for name, tensor in shipped.state_dict().items():
+        assert torch.equal(teacher.state_dict()[name], tensor), name
+    manifest = kd_lib.pretrained.load_manifest("mnist1d_cnn")
+    assert history.final["eval_loss"] == manifest["metrics"]["test_loss"]

@@ -6,7 +6,7 @@ import torch
 
 import kd_lib
 from kd_lib.models import MLP, MLPConfig
-from kd_lib.sweep import Run, format_table, run_sweep, summarize
+from kd_lib.sweep import Run, format_table, per_seed, run_sweep, summarize
 
 torch.set_num_threads(1)
 
@@ -123,3 +123,11 @@ def test_format_table_shows_columns_that_only_later_rows_have():
 def test_format_table_rejects_an_empty_list():
     with pytest.raises(ValueError, match="no rows"):
         format_table([])
+
+
+def test_per_seed_lines_up_two_recipes_seed_by_seed():
+    rows = [{"name": "b", "seed": 2, "accuracy": 0.3}, {"name": "a", "seed": 1, "accuracy": 0.5},
+            {"name": "b", "seed": 1, "accuracy": 0.4}, {"name": "a", "seed": 2, "accuracy": 0.6}]
+    assert per_seed(rows, name="a") == [0.5, 0.6] and per_seed(rows, name="b") == [0.4, 0.3]
+    with pytest.raises(ValueError, match="no row has"):
+        per_seed(rows, name="c")

@@ -227,6 +227,29 @@ def test_nan_loss_raises_a_clear_error(blobs):
         train(small_mlp(), (inputs, blobs[1]), config=TrainConfig(num_epochs=1, **QUIET))
 
 
+def test_a_finite_divergence_stops_training_when_divergence_factor_is_set(blobs):
+    config = TrainConfig(num_epochs=20, optimizer="sgd", lr=5.0, divergence_factor=100, **QUIET)
+    with pytest.raises(FloatingPointError, match=r"more than 100x the first step's .*training diverged"):
+        train(small_mlp(), blobs, config=config)
+
+
+def test_without_divergence_factor_a_finite_blow_up_is_not_an_error(blobs):
+    losses = []
+    config = TrainConfig(num_epochs=2, optimizer="sgd", lr=5.0, **QUIET)
+    callback = type("Recorder", (), {"on_step_end": lambda self, state: losses.append(float(state.last_loss))})()
+    try:
+        train(small_mlp(), blobs, config=config, callbacks=[callback])
+    except FloatingPointError:  # it may also overflow to inf: that is always an error
+        pass
+    assert max(losses) > 100 * losses[0]
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.5, -3])
+def test_divergence_factor_must_exceed_one(blobs, factor):
+    with pytest.raises(ValueError, match="divergence_factor must be > 1"):
+        train(small_mlp(), blobs, config=TrainConfig(divergence_factor=factor, **QUIET))
+
+
 def test_callbacks_see_every_step_and_epoch_and_can_stop_training(blobs):
     events = []
 

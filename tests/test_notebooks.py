@@ -131,3 +131,21 @@ def test_a_chapter_runs_in_a_fresh_environment_without_kd_lib(tmp_path):
     assert (tmp_path / "distillation-book" / "kd_lib" / "__init__.py").exists(), "the setup cell did not clone the repository"
     installed = subprocess.run([str(python), "-m", "pip", "show", "kd_lib"], capture_output=True, text=True)
     assert "distillation-book" in installed.stdout, "the setup cell did not install kd_lib from the clone"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_number_glued_into_the_text_is_recorded_by_a_cell(path):
+    notebook = load(path)
+    recorded = {o.get("metadata", {}).get("scrapbook", {}).get("name")
+                for c in code_cells(notebook) for o in c.get("outputs", [])}
+    text = "".join(source(c) for c in notebook["cells"] if c["cell_type"] == "markdown")
+    used = {key.rsplit(":", 1)[0] if key.count(":") else key
+            for key in re.findall(r"\{glue:text\}`([^`]+)`", text)}
+    assert used <= recorded, f"glued in the text but computed by no cell: {sorted(used - recorded)}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_no_cell_indexes_results_by_a_literal_seed(path):
+    """Results keyed by seed must use SEEDS[i]: a literal 0 breaks at another KD_BOOK_SEED_OFFSET."""
+    for cell in code_cells(load(path)):
+        assert not re.search(r"\[\s*\"[^\"]+\",\s*[01]\s*\]", source(cell)), source(cell)[:200]

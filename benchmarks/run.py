@@ -103,7 +103,8 @@ def main() -> None:
         latencies[batch]["teacher_over_student"] = latencies[batch]["teacher_s"] / latencies[batch]["student_s"]
 
     results = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__, "threads": 1},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__, "threads": 1,
+                    "numerics": str(NUMERICS)},
         "setup": {"train_samples": len(x), "epochs": args.epochs, "repeats": args.repeats, "batch_size": BATCH,
                   "trained_student_params": count_parameters(student()), "latency_student_params": count_parameters(small),
                   "teacher_params": count_parameters(teacher)},

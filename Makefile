@@ -77,8 +77,8 @@ else
 	    $(PYTEST) --nbval $(CHAPTERS) --nbval-sanitize-with $(SANITIZE); \
 	else \
 	    echo "=== SKIPPING the output comparison: the committed outputs were computed with AVX2-pinned"; \
-	    echo "=== x86-64 numerics, which this machine cannot reproduce bit for bit. Every cell and every"; \
-	    echo "=== assert still runs (nbval --nbval-lax)."; \
+	    echo "=== x86-64 numerics, and this machine does not compute with them (the line above says"; \
+	    echo "=== why). Every cell and every assert still runs (nbval --nbval-lax)."; \
 	    $(PYTEST) --nbval-lax $(CHAPTERS); \
 	fi
 endif

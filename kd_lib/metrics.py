@@ -126,7 +126,7 @@ def latency(model: nn.Module, example_inputs: Tensor, repeats: int = 50, warmup:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = next((p.device for p in model.parameters()), example_inputs.device)  # no parameters: stay put
     example_inputs = example_inputs.to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     try:

@@ -49,12 +49,13 @@ def seeds(count: int, start: int = 0) -> List[int]:
     return [shifted_seed(start + i) for i in range(count)]
 
 
-def glue(name: str, value: Any) -> Any:
-    """Record ``value`` under ``name`` for the prose (``{glue:text}`name```) and return it.
+def glue(name: str, value: Any) -> None:
+    """Record ``value`` under ``name`` for the prose (``{glue:text}`name```).
 
     Format numbers before gluing (``glue("gain", f"{gain:.1f}")``): the text then shows exactly
     the digits the output shows, and the book's tests compare them on every run. Where myst-nb
-    is not installed (Colab), nothing is recorded and the value is printed instead.
+    is not installed (Colab), nothing is recorded and the value is printed instead. Returns
+    nothing, so a cell that ends with a ``glue`` call shows no stray output.
     """
     try:
         from myst_nb import glue as myst_glue
@@ -62,7 +63,6 @@ def glue(name: str, value: Any) -> Any:
         print(f"{name} = {value}")
     else:
         myst_glue(name, value, display=False)
-    return value
 
 
 def setup_notebook(seed: int = 0, threads: int = 1, dpi: int = 80, device=None, verbose: bool = True):

@@ -123,6 +123,10 @@ def test_predict_logits_restores_the_training_mode_and_latency_is_positive():
     assert 0 < metrics.latency(model, x[:1], repeats=3, warmup=1) < 1
 
 
+def test_latency_works_for_a_module_without_parameters():
+    assert metrics.latency(nn.Identity(), torch.zeros(1, 40), repeats=3) > 0
+
+
 # ----------------------------------------------------------------------------- pretrained
 def test_shipped_teacher_loads_checks_its_sha256_and_reaches_its_manifest_accuracy():
     manifest = load_manifest("mnist1d_cnn")

@@ -11,11 +11,11 @@ almost every x86-64 CPU sold since 2013 has, before the first tensor operation r
     import kd_lib.numerics
     kd_lib.numerics.use_portable_numerics()   # before any tensor is created
 
-Measured with torch 2.13.0 (CPU wheel): the shipped MNIST-1D teacher's test loss is
-0.10827047377824783 under these settings both on an AVX2-only AMD EPYC and on an AVX-512
-AMD EPYC (Zen 5), where the unpinned values differ in the 8th digit. On the AVX-512 machine the
-pin costs about as much time as it takes to lose the wider vectors; on an AVX2 machine it costs
-nothing. On a CPU without AVX2 (or not x86-64, e.g. arm64) there is nothing to pin to:
+Measured with torch 2.13.0 (CPU wheel): the book's first MNIST-1D teacher had the test loss
+0.10827047377824783 under these settings both on an AVX2-only AMD EPYC and on an AVX-512 AMD EPYC
+(Zen 5), where the unpinned values differ in the 8th digit; a first training epoch matched too.
+On the AVX-512 machine the pin cost 0-3 s per chapter (chapters take 10-70 s); on an AVX2 machine
+it changes nothing. It has not been checked on an Intel CPU. On a CPU without AVX2 (or not x86-64, e.g. arm64) there is nothing to pin to:
 :func:`use_portable_numerics` then changes nothing and says why, and results may differ in the
 last bits from the book's committed outputs. Set ``KD_BOOK_NUMERICS=native`` to skip the pin
 (faster on AVX-512 machines, but not comparable with the committed outputs).

@@ -67,6 +67,22 @@ def check_mask(mask: Optional[Tensor], logits: Tensor) -> Optional[Tensor]:
     return mask
 
 
+def kept_positions(mask: Optional[Tensor], targets: Optional[Tensor], logits: Tensor,
+                   ignore_index: int) -> Optional[Tensor]:
+    """The positions a loss averages over: ``mask`` and ``targets != ignore_index``, where given."""
+    mask = check_mask(mask, logits)
+    if targets is None:
+        return mask
+    if not isinstance(targets, torch.Tensor):
+        raise TypeError(
+            f"the third argument of a kd_lib loss is `targets` (class indices or None), got "
+            f"{type(targets).__name__} {targets!r}: pass hyper-parameters by name, "
+            "e.g. kd_loss(student_logits, teacher_logits, temperature=4.0)"
+        )
+    kept = check_labels(targets, logits, ignore_index) != ignore_index
+    return kept if mask is None else mask & kept
+
+
 def average_positions(per_position: Tensor, mask: Optional[Tensor]) -> Tensor:
     """Mean over kept positions; 0 (with zero gradient) when nothing is kept."""
     if mask is None:
@@ -76,6 +92,8 @@ def average_positions(per_position: Tensor, mask: Optional[Tensor]) -> Tensor:
 
 
 def check_labels(labels: Tensor, logits: Tensor, ignore_index: int) -> Tensor:
+    if labels is None:
+        raise ValueError("this loss needs labels (targets), got None: an unlabelled batch cannot give a hard-label loss")
     if not isinstance(labels, torch.Tensor) or labels.dtype not in (
         torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8
     ):

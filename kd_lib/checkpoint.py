@@ -27,6 +27,8 @@ def save_checkpoint(path: str, state, scheduler, generator: torch.Generator) -> 
         "history": state.history.epochs,
         "config": dataclasses.asdict(state.config),
     }
+    if state.loss_module is not None:  # a trained loss (learned projections)
+        payload["loss_module"] = state.loss_module.state_dict()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp_path = path + ".tmp"
     torch.save(payload, tmp_path)
@@ -42,6 +44,8 @@ def load_checkpoint(path: str, state, scheduler, generator: torch.Generator) -> 
     if changed:
         raise ValueError(f"cannot resume from {path}: config changed since the checkpoint: {changed}")
     state.student.load_state_dict(payload["student"])
+    if state.loss_module is not None:
+        state.loss_module.load_state_dict(payload["loss_module"])
     state.optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
     state.epoch, state.step = payload["epoch"], payload["step"]

@@ -66,7 +66,7 @@ def predictive_kl(student_logits: Tensor, teacher_logits: Tensor) -> float:
     for name, logits in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
         if isinstance(logits, torch.Tensor) and logits.is_floating_point() and not bool(torch.isfinite(logits).all()):
             raise ValueError(f"{name} contain NaN or inf")
-    return float(kd_loss(student_logits, teacher_logits, 1.0))
+    return float(kd_loss(student_logits, teacher_logits, temperature=1.0))
 
 
 @dataclass

@@ -9,7 +9,7 @@
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -90,10 +90,12 @@ class OnPolicy:
 
     With probability ``student_fraction`` (GKD's lambda) a micro-batch is replaced by fresh
     samples from the current student; otherwise the fixed data batch is kept. The teacher
-    then scores whatever the student trains on, token by token, with ``divergence``.
+    then scores whatever the student trains on, token by token, with ``train``'s ``loss_fn``
+    (any kd_lib divergence, as it is):
 
-        policy = OnPolicy(student, divergence=partial(generalized_jsd, beta=0.5), ...)
-        kd_lib.train(student, lm_data(tokens), teacher=teacher, loss_fn=policy.loss,
+        policy = OnPolicy(student, max_len=..., bos_id=..., eos_id=..., pad_id=...)
+        kd_lib.train(student, lm_data(tokens), teacher=teacher,
+                     loss_fn=partial(generalized_jsd, beta=0.5),
                      augment=policy.augment, config=TrainConfig(cache_teacher_logits=False))
 
     ``augment`` returns the samples *with their own next-token targets* (``lm_data`` of the
@@ -101,12 +103,12 @@ class OnPolicy:
     its real tokens, also across gradient accumulation; a kept data batch keeps its targets.
     """
 
-    def __init__(self, student: nn.Module, *, divergence: Callable[..., Tensor], max_len: int, bos_id: int,
+    def __init__(self, student: nn.Module, *, max_len: int, bos_id: int,
                  eos_id: int, pad_id: int, student_fraction: float = 1.0, temperature: float = 1.0,
                  ignore_index: int = -100):
         if not 0.0 <= student_fraction <= 1.0:
             raise ValueError(f"student_fraction must lie in [0, 1], got {student_fraction}")
-        self.student, self.divergence, self.student_fraction = student, divergence, student_fraction
+        self.student, self.student_fraction = student, student_fraction
         self.ids = dict(bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
         self.max_len, self.temperature, self.ignore_index = max_len, temperature, ignore_index
         self.student_batches = 0
@@ -121,8 +123,3 @@ class OnPolicy:
         targets[~padding_mask(tokens[:, :-1], **{k: self.ids[k] for k in ("eos_id", "pad_id")})] = self.ignore_index
         return tokens[:, :-1].contiguous(), targets
 
-    def loss(self, student_logits: Tensor, teacher_logits: Tensor, targets: Optional[Tensor]) -> Tensor:
-        if targets is None:
-            raise ValueError("OnPolicy.loss needs next-token targets to mask padding: pass train_data=lm_data(tokens) "
-                             "to kd_lib.train, not (inputs, None)")
-        return self.divergence(student_logits, teacher_logits, mask=targets != self.ignore_index)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ from torch import nn
 Tensor = torch.Tensor
 Cache = List[Tuple[Tensor, Tensor]]
 
-__all__ = ["GPTConfig", "GPT", "HFCausalLM"]
+__all__ = ["GPTConfig", "GPT", "HFCausalLM", "init_from_teacher"]
 
 
 @dataclass
@@ -47,7 +47,8 @@ class _Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(config.n_embd, 4 * config.n_embd), nn.GELU(),
                                  nn.Linear(4 * config.n_embd, config.n_embd), nn.Dropout(config.dropout))
 
-    def forward(self, x: Tensor, past: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+    def forward(self, x: Tensor, past: Optional[Tuple[Tensor, Tensor]] = None,
+                record: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
         batch, length, width = x.shape
         heads = lambda t: t.view(batch, length, self.n_head, width // self.n_head).transpose(1, 2)  # noqa: E731
         q, k, v = (heads(t) for t in self.qkv(self.ln_1(x)).split(width, dim=2))
@@ -56,8 +57,15 @@ class _Block(nn.Module):
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
             mask = torch.ones(length, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - length)
             causal = False
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                                  dropout_p=self.dropout if self.training else 0.0)
+        if record is not None:  # explicit attention, so that its scores and weights can be returned
+            scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+            future = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)
+            weights = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+            record.update(scores=scores, attention=weights, queries=q, keys=k, values=v)
+            attended = F.dropout(weights, self.dropout, self.training) @ v
+        else:
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                                      dropout_p=self.dropout if self.training else 0.0)
         attended = self.proj(attended.transpose(1, 2).reshape(batch, length, width))
         x = x + F.dropout(attended, self.dropout, self.training)
         return x + self.mlp(self.ln_2(x)), (k, v)
@@ -114,6 +122,51 @@ class GPT(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.forward_cached(tokens)[0]
+
+    def forward_internals(self, tokens: Tensor):
+        """Logits and internals as a :class:`kd_lib.outputs.ModelOutput`, for feature losses.
+
+        Features, for block ``i`` (0-based) of ``n_layer``:
+        ``hidden.0`` the embeddings, ``hidden.{i+1}`` block ``i``'s output (all ``[B, L, n_embd]``);
+        ``scores.{i}`` the raw attention scores ``q k^T / sqrt(d_head)`` before the causal mask and
+        ``attention.{i}`` the attention weights (rows sum to 1 over keys ``<=`` the query),
+        both ``[B, n_head, L, L]``; ``queries.{i}``, ``keys.{i}``, ``values.{i}``
+        ``[B, n_head, L, d_head]``. Attention is computed explicitly here (not by the fused
+        kernel), so the logits agree with :meth:`forward` to float rounding, not bit for bit.
+        """
+        from .outputs import ModelOutput
+
+        self._check(tokens, 0)
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        x = self.tok_emb(tokens) + self.pos_emb(positions)
+        features = {"hidden.0": x}
+        for i, block in enumerate(self.blocks):
+            record: Dict[str, Tensor] = {}
+            x, _ = block(x, None, record)
+            features.update({f"{name}.{i}": value for name, value in record.items()})
+            features[f"hidden.{i + 1}"] = x
+        return ModelOutput(F.linear(self.ln_f(x), self.tok_emb.weight), features)
+
+
+def init_from_teacher(teacher: GPT, layers: Sequence[int]) -> GPT:
+    """DistilBERT's initialisation (Sanh et al. 2019): a student with ``len(layers)`` blocks,
+    copied from the teacher's blocks ``layers`` (DistilBERT takes one block in two), with the
+    teacher's embeddings and final LayerNorm; the width and heads stay the teacher's.
+    The teacher is not modified.
+    """
+    if not layers:
+        raise ValueError("layers must name at least one teacher block")
+    bad = [i for i in layers if not 0 <= i < teacher.config.n_layer]
+    if bad:
+        raise ValueError(f"teacher has blocks 0..{teacher.config.n_layer - 1}, got {bad}")
+    config = GPTConfig(**{**teacher.config.__dict__, "n_layer": len(layers)})
+    student = GPT(config).to(next(teacher.parameters()).device)
+    student.tok_emb.load_state_dict(teacher.tok_emb.state_dict())
+    student.pos_emb.load_state_dict(teacher.pos_emb.state_dict())
+    student.ln_f.load_state_dict(teacher.ln_f.state_dict())
+    for mine, theirs in zip(student.blocks, layers):
+        mine.load_state_dict(teacher.blocks[theirs].state_dict())
+    return student
 
 
 class HFCausalLM(nn.Module):

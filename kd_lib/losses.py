@@ -2,6 +2,13 @@
 
 Every function here follows the same rules, so that a reader can swap one for another:
 
+* one signature, the one :func:`kd_lib.train` calls:
+  ``loss(student_logits, teacher_logits, targets=None, *, <hyper-parameters>)``.
+  Hyper-parameters are keyword-only, so ``partial(kd_loss, temperature=4)`` passes straight
+  to ``train``. ``targets`` (class indices of the leading shape, or ``None``) set the
+  positions to average over: those whose target is not ``ignore_index`` (padding). A
+  ``mask`` (bool, leading shape) may also be passed; both then apply. Either logits argument
+  may be a :class:`kd_lib.outputs.ModelOutput`; its ``.logits`` are used.
 * logits have shape ``[..., C]``: ``[B, C]`` for classification, ``[B, L, V]`` for tokens.
   The divergence is summed over the last (class / vocabulary) dimension and averaged over
   every *position*, i.e. every index of the leading dimensions that the ``mask`` keeps.
@@ -23,9 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import (
-    average_positions, check_labels, check_logits, check_mask, check_pair, check_temperature,
-    check_unit_interval,
+    average_positions, check_labels, check_logits, check_pair, check_temperature,
+    check_unit_interval, kept_positions,
 )
+from .outputs import Output, logits_of
 
 Tensor = torch.Tensor
 
@@ -63,11 +71,13 @@ def soften(logits: Tensor, temperature: float = 1.0) -> Tensor:
 
 
 def kd_loss(
-    student_logits: Tensor,
-    teacher_logits: Tensor,
-    temperature: float = 1.0,
+    student_logits: Output,
+    teacher_logits: Output,
+    targets: Optional[Tensor] = None,
     *,
+    temperature: float = 1.0,
     mask: Optional[Tensor] = None,
+    ignore_index: int = -100,
 ) -> Tensor:
     """Hinton's soft-target loss: ``T^2 * KL(p || q)``, averaged over positions.
 
@@ -79,40 +89,46 @@ def kd_loss(
     This is PyTorch's ``F.kl_div(log q, p, reduction='batchmean') * T**2`` for ``[B, C]``
     inputs, but averaged per position (token) for ``[B, L, V]`` and with a padding mask.
     """
+    student_logits, teacher_logits = logits_of(student_logits), logits_of(teacher_logits)
     check_pair(student_logits, teacher_logits)
     temperature = check_temperature(temperature)
-    mask = check_mask(mask, student_logits)
+    mask = kept_positions(mask, targets, student_logits, ignore_index)
     log_p = _log_probs(teacher_logits.detach(), temperature)
     log_q = _log_probs(student_logits, temperature)
     return temperature**2 * average_positions(_kl_from_log_probs(log_p, log_q), mask)
 
 
 def soft_cross_entropy(
-    student_logits: Tensor,
-    teacher_logits: Tensor,
-    temperature: float = 1.0,
+    student_logits: Output,
+    teacher_logits: Output,
+    targets: Optional[Tensor] = None,
     *,
+    temperature: float = 1.0,
     mask: Optional[Tensor] = None,
+    ignore_index: int = -100,
 ) -> Tensor:
     """``T^2 * H(p, q) = T^2 * -sum_c p_c log q_c``, averaged over positions.
 
     Differs from :func:`kd_loss` by ``T^2 * H(p)``, the teacher's entropy, which does not
     depend on the student: both give the same gradient, but only the KL is 0 at a perfect match.
     """
+    student_logits, teacher_logits = logits_of(student_logits), logits_of(teacher_logits)
     check_pair(student_logits, teacher_logits)
     temperature = check_temperature(temperature)
-    mask = check_mask(mask, student_logits)
+    mask = kept_positions(mask, targets, student_logits, ignore_index)
     p = soften(teacher_logits.detach(), temperature)
     log_q = _log_probs(student_logits, temperature)
     return temperature**2 * average_positions(-(p * log_q).sum(-1), mask)
 
 
 def reverse_kl(
-    student_logits: Tensor,
-    teacher_logits: Tensor,
-    temperature: float = 1.0,
+    student_logits: Output,
+    teacher_logits: Output,
+    targets: Optional[Tensor] = None,
     *,
+    temperature: float = 1.0,
     mask: Optional[Tensor] = None,
+    ignore_index: int = -100,
 ) -> Tensor:
     """Reverse KL, ``T^2 * KL(q || p)``, averaged over positions (MiniLLM, Gu et al. 2023).
 
@@ -122,21 +138,24 @@ def reverse_kl(
     (mode covering); reverse KL punishes it for putting mass where the teacher has little
     (mode seeking).
     """
+    student_logits, teacher_logits = logits_of(student_logits), logits_of(teacher_logits)
     check_pair(student_logits, teacher_logits)
     temperature = check_temperature(temperature)
-    mask = check_mask(mask, student_logits)
+    mask = kept_positions(mask, targets, student_logits, ignore_index)
     log_p = _log_probs(teacher_logits.detach(), temperature)
     log_q = _log_probs(student_logits, temperature)
     return temperature**2 * average_positions(_kl_from_log_probs(log_q, log_p), mask)
 
 
 def generalized_jsd(
-    student_logits: Tensor,
-    teacher_logits: Tensor,
+    student_logits: Output,
+    teacher_logits: Output,
+    targets: Optional[Tensor] = None,
+    *,
     beta: float = 0.5,
     temperature: float = 1.0,
-    *,
     mask: Optional[Tensor] = None,
+    ignore_index: int = -100,
 ) -> Tensor:
     """Generalized Jensen-Shannon divergence of GKD (Agarwal et al. 2023, arXiv:2306.13649).
 
@@ -149,10 +168,11 @@ def generalized_jsd(
     as beta -> 1, so, as in GKD and TRL, ``beta=0`` returns forward KL(p || q) and
     ``beta=1`` reverse KL(q || p) (both without T^2).
     """
+    student_logits, teacher_logits = logits_of(student_logits), logits_of(teacher_logits)
     check_pair(student_logits, teacher_logits)
     beta = check_unit_interval(beta, "beta")
     temperature = check_temperature(temperature)
-    mask = check_mask(mask, student_logits)
+    mask = kept_positions(mask, targets, student_logits, ignore_index)
     log_p = _log_probs(teacher_logits.detach(), temperature)
     log_q = _log_probs(student_logits, temperature)
     if beta == 0.0:
@@ -170,22 +190,25 @@ def generalized_jsd(
 
 
 def skew_kl(
-    student_logits: Tensor,
-    teacher_logits: Tensor,
+    student_logits: Output,
+    teacher_logits: Output,
+    targets: Optional[Tensor] = None,
+    *,
     skew: float = 0.1,
     temperature: float = 1.0,
-    *,
     mask: Optional[Tensor] = None,
+    ignore_index: int = -100,
 ) -> Tensor:
     """Skew KL of DistiLLM (Ko et al. 2024): ``KL(p || skew * p + (1 - skew) * q)``.
 
     Mixing a little of the teacher into the student keeps the log finite where q -> 0,
     which bounds the gradient; ``skew=0`` is forward KL(p || q). No T^2 factor.
     """
+    student_logits, teacher_logits = logits_of(student_logits), logits_of(teacher_logits)
     check_pair(student_logits, teacher_logits)
     skew = check_unit_interval(skew, "skew")
     temperature = check_temperature(temperature)
-    mask = check_mask(mask, student_logits)
+    mask = kept_positions(mask, targets, student_logits, ignore_index)
     log_p = _log_probs(teacher_logits.detach(), temperature)
     log_q = _log_probs(student_logits, temperature)
     if skew == 0.0:
@@ -200,9 +223,9 @@ def skew_kl(
 
 
 def cross_entropy_loss(
-    student_logits: Tensor,
-    teacher_logits: Optional[Tensor],
-    labels: Tensor,
+    student_logits: Output,
+    teacher_logits: Optional[Output] = None,
+    targets: Optional[Tensor] = None,
     *,
     ignore_index: int = -100,
 ) -> Tensor:
@@ -211,8 +234,9 @@ def cross_entropy_loss(
     Takes (and ignores) ``teacher_logits`` so that it has the same signature as every other
     training loss (see :func:`kd_lib.train.train`). An all-ignored batch gives 0, not NaN.
     """
+    student_logits = logits_of(student_logits)
     check_logits("student_logits", student_logits)
-    labels = check_labels(labels, student_logits, ignore_index)
+    labels = check_labels(targets, student_logits, ignore_index)
     return _cross_entropy(student_logits, labels, ignore_index)
 
 
@@ -224,30 +248,34 @@ def _cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
 
 
 def distillation_loss(
-    student_logits: Tensor,
-    teacher_logits: Tensor,
-    labels: Tensor,
+    student_logits: Output,
+    teacher_logits: Output,
+    targets: Optional[Tensor] = None,
     *,
     temperature: float,
     alpha: float,
     ignore_index: int = -100,
     divergence: Callable[..., Tensor] = kd_loss,
 ) -> Tensor:
-    """The combined loss: ``alpha * CE(z, y) + (1 - alpha) * kd_loss(z, v, T)``.
+    """The combined loss: ``alpha * CE(z, y) + (1 - alpha) * kd_loss(z, v, temperature=T)``.
 
     ``alpha`` weights the HARD-label term, as in the book's syllabus; Hinton et al. (2015)
     and some libraries write the weight on the soft term instead. Positions whose label is
     ``ignore_index`` (padding) are left out of both terms, and both are averaged over the
-    same kept positions. ``divergence`` swaps the soft term for another function of this
-    module with the signature ``(student_logits, teacher_logits, *, temperature, mask)``,
-    e.g. ``reverse_kl`` or ``functools.partial(generalized_jsd, beta=0.5)``.
+    same kept positions. ``divergence`` swaps the soft term for another loss of this module
+    (it is called as ``divergence(z, v, targets, temperature=T, ignore_index=...)``), e.g.
+    ``reverse_kl`` or ``functools.partial(generalized_jsd, beta=0.5)``. With ``alpha=0`` no
+    labels are needed (``targets=None``: every position counts).
     """
+    student_logits, teacher_logits = logits_of(student_logits), logits_of(teacher_logits)
     check_pair(student_logits, teacher_logits)
     alpha = check_unit_interval(alpha, "alpha")
     temperature = check_temperature(temperature)
-    labels = check_labels(labels, student_logits, ignore_index)
-    hard = _cross_entropy(student_logits, labels, ignore_index)
-    soft = divergence(
-        student_logits, teacher_logits, temperature=temperature, mask=labels != ignore_index
-    )
-    return alpha * hard + (1 - alpha) * soft
+    soft = divergence(student_logits, teacher_logits, targets, temperature=temperature, ignore_index=ignore_index)
+    if alpha == 0.0:
+        return soft
+    if targets is None:
+        raise ValueError(f"alpha={alpha} weights a hard-label term, but targets is None (an unlabelled batch): "
+                         "pass labels, or alpha=0")
+    labels = check_labels(targets, student_logits, ignore_index)
+    return alpha * _cross_entropy(student_logits, labels, ignore_index) + (1 - alpha) * soft

@@ -13,17 +13,20 @@ from torch import nn
 Tensor = torch.Tensor
 
 __all__ = [
-    "predict_logits", "accuracy", "agreement", "count_parameters", "bytes_on_disk",
+    "predict_logits", "predict_outputs", "accuracy", "agreement", "count_parameters", "bytes_on_disk",
     "expected_calibration_error", "latency",
 ]
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, inputs: Tensor, batch_size: int = 1024) -> Tensor:
-    """Logits for ``inputs`` in eval mode, without gradients, batched to bound memory.
+def predict_outputs(model: nn.Module, inputs: Tensor, batch_size: int = 1024):
+    """The model's outputs (logits, or a :class:`~kd_lib.outputs.ModelOutput`) for ``inputs``,
+    in eval mode, without gradients, batched to bound memory.
 
     The model's train/eval mode is restored afterwards. Inputs move to the model's device.
     """
+    from .outputs import ModelOutput
+
     if len(inputs) == 0:
         raise ValueError("predict_logits got no inputs")
     was_training = model.training
@@ -33,7 +36,16 @@ def predict_logits(model: nn.Module, inputs: Tensor, batch_size: int = 1024) -> 
         chunks = [model(inputs[i : i + batch_size].to(device)) for i in range(0, len(inputs), batch_size)]
     finally:
         model.train(was_training)
+    if isinstance(chunks[0], ModelOutput):
+        return ModelOutput.cat(chunks)
     return torch.cat(chunks).float()
+
+
+def predict_logits(model: nn.Module, inputs: Tensor, batch_size: int = 1024) -> Tensor:
+    """Logits (float32) for ``inputs`` in eval mode, without gradients, batched to bound memory."""
+    from .outputs import logits_of
+
+    return logits_of(predict_outputs(model, inputs, batch_size)).float()
 
 
 def _kept(labels: Tensor, ignore_index: int) -> Tensor:

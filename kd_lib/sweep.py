@@ -8,7 +8,7 @@ standard deviation over seeds, and :func:`format_table` prints them.
 
     runs = [Run("scratch", make_student, (x, y), seed=s) for s in range(3)]
     runs += [Run("distilled", make_student, (x_transfer, None), seed=s, teacher=teacher,
-                 loss_fn=lambda s, t, y: kd_loss(s, t, 4.0)) for s in range(3)]
+                 loss_fn=partial(kd_loss, temperature=4.0)) for s in range(3)]
     rows = run_sweep(runs, eval_data=(x_test, y_test))
     print(format_table(summarize(rows, by=["name"])))
 

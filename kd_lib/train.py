@@ -9,9 +9,15 @@ What it takes care of, so that chapters do not repeat it:
 * the teacher runs in eval mode under ``torch.no_grad`` (dropout off, BatchNorm frozen);
   when the inputs do not change between epochs (no ``augment``) its logits are computed once
   and cached on the device (2-3x faster at MNIST-1D scale);
-* any loss with the signature ``loss_fn(student_logits, teacher_logits, targets)`` — every
-  function in :mod:`kd_lib.losses` fits directly or through ``functools.partial``;
-  ``teacher_logits`` is ``None`` when there is no teacher;
+* one loss contract: ``loss_fn(student_output, teacher_output, targets)``. Every loss in
+  kd_lib meets it, with its hyper-parameters bound by name
+  (``partial(kd_loss, temperature=4)``); ``teacher_output`` is ``None`` without a teacher.
+  An output is what the model returns: logits, or a :class:`kd_lib.outputs.ModelOutput`
+  with named features for feature and attention losses (wrap a model in
+  :class:`kd_lib.outputs.Tapped`); the teacher may be an ensemble and the student a cohort
+  of students trained together (:mod:`kd_lib.schemes`);
+* a loss that is an ``nn.Module`` with parameters (a learned projection) is moved to the
+  device and trained with the student: its parameters join the optimizer and checkpoints;
 * per-position normalisation across gradient accumulation: each micro-batch's mean loss is
   weighted by its share of the non-padding positions of the whole optimizer step, so the
   update equals the full-batch one (not a mean of per-micro-batch means);
@@ -35,11 +41,12 @@ from tqdm.auto import tqdm
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import batches
 from .losses import cross_entropy_loss
-from .metrics import accuracy, agreement, predict_logits
+from .metrics import accuracy, agreement, predict_logits, predict_outputs
+from .outputs import ModelOutput, Output
 from .optim import make_optimizer, make_schedule
 
 Tensor = torch.Tensor
-LossFn = Callable[[Tensor, Optional[Tensor], Optional[Tensor]], Tensor]
+LossFn = Callable[[Output, Optional[Output], Optional[Tensor]], Tensor]
 
 __all__ = ["TrainConfig", "History", "TrainState", "train", "evaluate", "choose_device", "seed_everything"]
 
@@ -102,6 +109,7 @@ class TrainState:
     step: int = 0
     last_loss: Any = math.nan  # the last step's loss (a 0-dim tensor), or the epoch mean at epoch end
     stop: bool = False
+    loss_module: Optional[nn.Module] = None  # a loss_fn with trainable parameters, trained too
 
 
 def choose_device(device: Optional[str] = None) -> torch.device:
@@ -156,6 +164,10 @@ def _validate(config: TrainConfig, inputs: Tensor, targets: Optional[Tensor]) ->
         raise ValueError("train_data holds no examples")
     if targets is not None and len(targets) != len(inputs):
         raise ValueError(f"train_data: {len(inputs)} inputs but {len(targets)} targets")
+
+
+def _rows(output: Output, idx: Tensor) -> Output:
+    return output.index(idx) if isinstance(output, ModelOutput) else output[idx]
 
 
 def _call(callbacks: Sequence[Any], event: str, state: TrainState) -> None:
@@ -216,29 +228,33 @@ def train(
     student.to(device)
     if teacher is not None:
         teacher.to(device).eval()
+    loss_module = loss_fn if isinstance(loss_fn, nn.Module) and any(True for _ in loss_fn.parameters()) else None
+    if loss_module is not None:
+        loss_module.to(device).train()
+    trained = student if loss_module is None else nn.ModuleList([student, loss_module])
     inputs = inputs.to(device)
     targets = targets.to(device) if targets is not None else None
 
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    optimizer = make_optimizer(student, config)
+    optimizer = make_optimizer(trained, config)
     micro_per_epoch = math.ceil(len(inputs) / config.batch_size)
     steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum_steps)
     scheduler = make_schedule(optimizer, config, steps_per_epoch * config.num_epochs)
-    state = TrainState(student, teacher, optimizer, config, History())
+    state = TrainState(student, teacher, optimizer, config, History(), loss_module=loss_module)
     if resume and os.path.exists(config.checkpoint_path):
         load_checkpoint(config.checkpoint_path, state, scheduler, generator)
 
     autocast = lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp)  # noqa: E731
 
-    def teacher_forward(batch_inputs: Tensor) -> Tensor:
+    def teacher_forward(batch_inputs: Tensor) -> Output:
         with torch.no_grad(), autocast():
             return teacher(batch_inputs)
 
     cached_logits = None
     if teacher is not None and use_cache:
         with autocast():
-            cached_logits = predict_logits(teacher, inputs, config.eval_batch_size)
+            cached_logits = predict_outputs(teacher, inputs, config.eval_batch_size)
     eval_teacher_logits = None
     if teacher is not None and eval_data is not None:
         with autocast():
@@ -272,7 +288,8 @@ def train(
             for (idx, batch_inputs, batch_targets), positions in zip(window, counts):
                 teacher_logits = None
                 if teacher is not None:
-                    teacher_logits = cached_logits[idx] if cached_logits is not None else teacher_forward(batch_inputs)
+                    teacher_logits = (_rows(cached_logits, idx) if cached_logits is not None
+                                      else teacher_forward(batch_inputs))
                 with autocast():
                     student_logits = student(batch_inputs)
                 loss = loss_fn(student_logits, teacher_logits, batch_targets)
@@ -293,7 +310,7 @@ def train(
                         "lower the learning rate or clip gradients (max_grad_norm)"
                     )
             if config.max_grad_norm is not None:
-                nn.utils.clip_grad_norm_(student.parameters(), config.max_grad_norm)
+                nn.utils.clip_grad_norm_(trained.parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             state.step += 1

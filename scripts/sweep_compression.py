@@ -35,6 +35,7 @@ import argparse
 import json
 import math
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -74,8 +75,7 @@ def mlp() -> MLP:
     return MLP(MLPConfig(hidden=(64, 64)))
 
 
-def kd(student_logits, teacher_logits, _labels):
-    return kd_lib.kd_loss(student_logits, teacher_logits, TEMPERATURE)
+kd = partial(kd_lib.kd_loss, temperature=TEMPERATURE)
 
 
 def seeds_at(offset: int):

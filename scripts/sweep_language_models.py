@@ -77,10 +77,6 @@ def recipe(seed: int, epochs: int = EPOCHS) -> kd_lib.TrainConfig:
                               device="cpu", **RECIPE)
 
 
-def token_kd(divergence, temperature: float = 1.0):
-    return partial(kd_lib.distillation_loss, temperature=temperature, alpha=0.0, divergence=divergence)
-
-
 DIVERGENCES = {
     "forward KL": kd_lib.kd_loss,
     "reverse KL": kd_lib.reverse_kl,
@@ -117,31 +113,31 @@ class Setting:
         return student
 
     def warm_then(self, divergence, on_policy: bool):
-        student = self.distil(epochs=WARM_EPOCHS, teacher=self.cached, loss_fn=token_kd(kd_lib.kd_loss))
+        student = self.distil(epochs=WARM_EPOCHS, teacher=self.cached, loss_fn=kd_lib.kd_loss)
         if not on_policy:
             return self.distil(student=student, epochs=EPOCHS - WARM_EPOCHS, teacher=self.cached,
-                               loss_fn=token_kd(divergence))
-        policy = OnPolicy(student, divergence=divergence, max_len=self.train[0].shape[1],
+                               loss_fn=divergence)
+        policy = OnPolicy(student, max_len=self.train[0].shape[1],
                           student_fraction=STUDENT_FRACTION, **self.ids)
-        return self.distil(student=student, epochs=EPOCHS - WARM_EPOCHS, teacher=self.live, loss_fn=policy.loss,
+        return self.distil(student=student, epochs=EPOCHS - WARM_EPOCHS, teacher=self.live, loss_fn=divergence,
                            augment=policy.augment)
 
 
 OBJECTIVES = {
     "scratch": lambda s: s.distil(),
-    **{name: (lambda s, d=d: s.distil(teacher=s.cached, loss_fn=token_kd(d))) for name, d in DIVERGENCES.items()},
-    "forward KL, T=2": lambda s: s.distil(teacher=s.cached, loss_fn=token_kd(kd_lib.kd_loss, temperature=2.0)),
-    "forward KL, top-1 renormalised": lambda s: s.distil(teacher=s.top1, loss_fn=token_kd(kd_lib.kd_loss)),
+    **{name: (lambda s, d=d: s.distil(teacher=s.cached, loss_fn=d)) for name, d in DIVERGENCES.items()},
+    "forward KL, T=2": lambda s: s.distil(teacher=s.cached, loss_fn=partial(kd_lib.kd_loss, temperature=2.0)),
+    "forward KL, top-1 renormalised": lambda s: s.distil(teacher=s.top1, loss_fn=kd_lib.kd_loss),
     "sequence-level KD": lambda s: s.distil(data=s.teacher_stories),
     "forward KL, warm start": lambda s: s.warm_then(kd_lib.kd_loss, on_policy=False),
     "reverse KL, warm start": lambda s: s.warm_then(kd_lib.reverse_kl, on_policy=False),
     "on-policy forward KL": lambda s: s.warm_then(kd_lib.kd_loss, on_policy=True),
     "on-policy reverse KL": lambda s: s.warm_then(kd_lib.reverse_kl, on_policy=True),
     "scratch, 3 passes": lambda s: s.distil(epochs=3),
-    "forward KL, 3 passes": lambda s: s.distil(epochs=3, teacher=s.cached, loss_fn=token_kd(kd_lib.kd_loss)),
+    "forward KL, 3 passes": lambda s: s.distil(epochs=3, teacher=s.cached, loss_fn=kd_lib.kd_loss),
     "scratch, 200 stories": lambda s: s.distil(data=s.small, epochs=10 * EPOCHS),
     "forward KL, 200 stories": lambda s: s.distil(data=s.small, epochs=10 * EPOCHS, teacher=s.small_cached,
-                                                  loss_fn=token_kd(kd_lib.kd_loss)),
+                                                  loss_fn=kd_lib.kd_loss),
 }
 
 

@@ -26,6 +26,7 @@ students, their own training inputs).
 """
 import argparse
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -60,7 +61,7 @@ def seeds_at(offset: int):
 
 
 def kd_at(temperature: float):
-    return lambda student_logits, teacher_logits, _labels: kd_lib.kd_loss(student_logits, teacher_logits, temperature)
+    return partial(kd_lib.kd_loss, temperature=temperature)
 
 
 def train_student(recipe: str, offset: int, split, teacher, transfer=None, callbacks=()):

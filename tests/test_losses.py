@@ -58,26 +58,26 @@ def test_kd_loss_matches_numpy_reference(logits):
     for T in (1.0, 2.0, 5.0):
         p, q = np_softmax(teacher.numpy(), T), np_softmax(student.numpy(), T)
         expected = T**2 * np_kl(p, q).mean()
-        assert kd_loss(student, teacher, T).item() == pytest.approx(expected, rel=1e-5)
+        assert kd_loss(student, teacher, temperature=T).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_kd_loss_matches_pytorch_kl_div_batchmean_times_t_squared(logits):
     student, teacher = logits
     T = 3.0
     expected = F.kl_div(F.log_softmax(student / T, -1), F.softmax(teacher / T, -1), reduction="batchmean") * T**2
-    assert kd_loss(student, teacher, T).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert kd_loss(student, teacher, temperature=T).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_kd_loss_is_zero_when_student_equals_teacher(logits):
-    assert kd_loss(logits[0], logits[0].clone(), 4.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert kd_loss(logits[0], logits[0].clone(), temperature=4.0).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_reverse_kl_matches_numpy_reference_and_differs_from_forward(logits):
     student, teacher = logits
     T = 2.0
     p, q = np_softmax(teacher.numpy(), T), np_softmax(student.numpy(), T)
-    assert reverse_kl(student, teacher, T).item() == pytest.approx(T**2 * np_kl(q, p).mean(), rel=1e-5)
-    assert abs(reverse_kl(student, teacher, T).item() - kd_loss(student, teacher, T).item()) > 1e-3
+    assert reverse_kl(student, teacher, temperature=T).item() == pytest.approx(T**2 * np_kl(q, p).mean(), rel=1e-5)
+    assert abs(reverse_kl(student, teacher, temperature=T).item() - kd_loss(student, teacher, temperature=T).item()) > 1e-3
 
 
 def test_generalized_jsd_matches_numpy_reference(logits):
@@ -86,13 +86,13 @@ def test_generalized_jsd_matches_numpy_reference(logits):
         p, q = np_softmax(teacher.numpy(), 2.0), np_softmax(student.numpy(), 2.0)
         m = beta * p + (1 - beta) * q
         expected = (beta * np_kl(p, m) + (1 - beta) * np_kl(q, m)).mean()
-        assert generalized_jsd(student, teacher, beta, 2.0).item() == pytest.approx(expected, rel=1e-5)
+        assert generalized_jsd(student, teacher, beta=beta, temperature=2.0).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_generalized_jsd_at_one_half_is_symmetric_and_at_most_log_two(logits):
     student, teacher = logits
-    forward = generalized_jsd(student * 10, teacher * 10, 0.5).item()
-    backward = generalized_jsd(teacher * 10, student * 10, 0.5).item()
+    forward = generalized_jsd(student * 10, teacher * 10, beta=0.5).item()
+    backward = generalized_jsd(teacher * 10, student * 10, beta=0.5).item()
     assert forward == pytest.approx(backward, rel=1e-5)
     assert forward <= math.log(2) + 1e-6
 
@@ -100,30 +100,30 @@ def test_generalized_jsd_at_one_half_is_symmetric_and_at_most_log_two(logits):
 def test_generalized_jsd_endpoints_are_forward_and_reverse_kl_without_t_squared(logits):
     student, teacher = logits
     T = 2.0
-    assert generalized_jsd(student, teacher, 0.0, T).item() == pytest.approx(kd_loss(student, teacher, T).item() / T**2, rel=1e-5)
-    assert generalized_jsd(student, teacher, 1.0, T).item() == pytest.approx(reverse_kl(student, teacher, T).item() / T**2, rel=1e-5)
+    assert generalized_jsd(student, teacher, beta=0.0, temperature=T).item() == pytest.approx(kd_loss(student, teacher, temperature=T).item() / T**2, rel=1e-5)
+    assert generalized_jsd(student, teacher, beta=1.0, temperature=T).item() == pytest.approx(reverse_kl(student, teacher, temperature=T).item() / T**2, rel=1e-5)
 
 
 def test_generalized_jsd_over_beta_tends_to_forward_kl_as_beta_goes_to_zero(logits):
     student, teacher = logits[0] / 3, logits[1] / 3  # the limit needs beta * p / q << 1
     forward = kd_loss(student, teacher).item()
-    assert generalized_jsd(student, teacher, 1e-3).item() / 1e-3 == pytest.approx(forward, rel=5e-3)
-    assert generalized_jsd(student, teacher, 1 - 1e-3).item() / 1e-3 == pytest.approx(reverse_kl(student, teacher).item(), rel=5e-3)
+    assert generalized_jsd(student, teacher, beta=1e-3).item() / 1e-3 == pytest.approx(forward, rel=5e-3)
+    assert generalized_jsd(student, teacher, beta=1 - 1e-3).item() / 1e-3 == pytest.approx(reverse_kl(student, teacher).item(), rel=5e-3)
 
 
 def test_skew_kl_matches_numpy_reference_and_skew_zero_is_forward_kl(logits):
     student, teacher = logits
     p, q = np_softmax(teacher.numpy()), np_softmax(student.numpy())
     expected = np_kl(p, 0.1 * p + 0.9 * q).mean()
-    assert skew_kl(student, teacher, 0.1).item() == pytest.approx(expected, rel=1e-5)
-    assert skew_kl(student, teacher, 0.0).item() == pytest.approx(kd_loss(student, teacher).item(), rel=1e-5)
+    assert skew_kl(student, teacher, skew=0.1).item() == pytest.approx(expected, rel=1e-5)
+    assert skew_kl(student, teacher, skew=0.0).item() == pytest.approx(kd_loss(student, teacher).item(), rel=1e-5)
 
 
 def test_skew_kl_stays_bounded_where_forward_kl_explodes():
     teacher = torch.tensor([[0.0, 0.0]])
     student = torch.tensor([[50.0, -50.0]])  # q puts ~e^-100 on class 1, where p has 0.5
     assert kd_loss(student, teacher).item() > 40
-    assert skew_kl(student, teacher, 0.1).item() < -0.5 * math.log(0.1 * 0.5) + 1
+    assert skew_kl(student, teacher, skew=0.1).item() < -0.5 * math.log(0.1 * 0.5) + 1
 
 
 def test_cross_entropy_loss_matches_pytorch(logits):
@@ -136,12 +136,12 @@ def test_cross_entropy_loss_matches_pytorch(logits):
 def test_kd_loss_student_gradient_is_t_times_q_minus_p_over_n(logits):
     student, teacher = logits[0].clone().requires_grad_(True), logits[1].clone().requires_grad_(True)
     T, N = 4.0, student.shape[0]
-    kd_loss(student, teacher, T).backward()
+    kd_loss(student, teacher, temperature=T).backward()
     expected = T * (soften(student.detach(), T) - soften(teacher.detach(), T)) / N
     torch.testing.assert_close(student.grad, expected, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("loss", DIVERGENCES + [functools.partial(distillation_loss, labels=torch.arange(8) % 10, alpha=0.3, temperature=2.0)])
+@pytest.mark.parametrize("loss", DIVERGENCES + [functools.partial(distillation_loss, targets=torch.arange(8) % 10, alpha=0.3, temperature=2.0)])
 def test_gradient_reaches_the_student_and_never_the_teacher(logits, loss):
     student, teacher = logits[0].clone().requires_grad_(True), logits[1].clone().requires_grad_(True)
     loss(student, teacher).backward()
@@ -154,13 +154,13 @@ def test_soft_cross_entropy_and_kl_give_equal_gradients_and_differ_by_teacher_en
     grads = []
     for loss in (kd_loss, soft_cross_entropy):
         student = logits[0].clone().requires_grad_(True)
-        value = loss(student, logits[1], T)
+        value = loss(student, logits[1], temperature=T)
         value.backward()
         grads.append(student.grad)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
     p = np_softmax(logits[1].numpy(), T)
     entropy = -(p * np.log(p)).sum(-1).mean()
-    gap = soft_cross_entropy(*logits, T).item() - kd_loss(*logits, T).item()
+    gap = soft_cross_entropy(*logits, temperature=T).item() - kd_loss(*logits, temperature=T).item()
     assert gap == pytest.approx(T**2 * entropy, rel=1e-4)
 
 
@@ -170,14 +170,14 @@ def test_high_temperature_soft_loss_tends_to_squared_logit_difference_over_2c(lo
     teacher = logits[1] - logits[1].mean(-1, keepdim=True)
     C = student.shape[-1]
     limit = ((student - teacher) ** 2).sum(-1).mean().item() / (2 * C)
-    errors = [abs(kd_loss(student, teacher, T).item() - limit) / limit for T in (2.0, 10.0, 50.0)]
+    errors = [abs(kd_loss(student, teacher, temperature=T).item() - limit) / limit for T in (2.0, 10.0, 50.0)]
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] < 0.01
     approx_grad = (student - teacher) / (C * student.shape[0])  # gradient of the limit
     grad_errors = []
     for T in (2.0, 10.0, 50.0):
         leaf = student.clone().requires_grad_(True)
-        kd_loss(leaf, teacher, T).backward()
+        kd_loss(leaf, teacher, temperature=T).backward()
         grad_errors.append(((leaf.grad - approx_grad).norm() / approx_grad.norm()).item())
     assert grad_errors[0] > grad_errors[1] > grad_errors[2]
     assert grad_errors[2] < 0.05
@@ -187,7 +187,7 @@ def test_t_squared_keeps_the_gradient_scale_roughly_constant_across_temperatures
     norms = []
     for T in (1.0, 4.0, 16.0):
         student = logits[0].clone().requires_grad_(True)
-        kd_loss(student, logits[1], T).backward()
+        kd_loss(student, logits[1], temperature=T).backward()
         norms.append(student.grad.norm().item())
     unscaled = [n / T**2 for n, T in zip(norms, (1.0, 4.0, 16.0))]
     assert max(norms) / min(norms) < 5  # stays within a small factor...
@@ -226,7 +226,7 @@ def test_distillation_loss_alpha_weights_the_hard_term(logits):
     labels = torch.arange(8) % 10
     student, teacher = logits
     hard = cross_entropy_loss(student, None, labels).item()
-    soft = kd_loss(student, teacher, 3.0).item()
+    soft = kd_loss(student, teacher, temperature=3.0).item()
     assert distillation_loss(student, teacher, labels, temperature=3.0, alpha=1.0).item() == pytest.approx(hard, rel=1e-6)
     assert distillation_loss(student, teacher, labels, temperature=3.0, alpha=0.0).item() == pytest.approx(soft, rel=1e-6)
     assert distillation_loss(student, teacher, labels, temperature=3.0, alpha=0.25).item() == pytest.approx(0.25 * hard + 0.75 * soft, rel=1e-6)
@@ -235,10 +235,10 @@ def test_distillation_loss_alpha_weights_the_hard_term(logits):
 def test_distillation_loss_accepts_another_divergence(logits):
     labels = torch.arange(8) % 10
     got = distillation_loss(*logits, labels, temperature=2.0, alpha=0.0, divergence=reverse_kl)
-    assert got.item() == pytest.approx(reverse_kl(*logits, 2.0).item(), rel=1e-6)
+    assert got.item() == pytest.approx(reverse_kl(*logits, temperature=2.0).item(), rel=1e-6)
     jsd = functools.partial(generalized_jsd, beta=0.3)
     got = distillation_loss(*logits, labels, temperature=2.0, alpha=0.0, divergence=jsd)
-    assert got.item() == pytest.approx(generalized_jsd(*logits, 0.3, 2.0).item(), rel=1e-6)
+    assert got.item() == pytest.approx(generalized_jsd(*logits, beta=0.3, temperature=2.0).item(), rel=1e-6)
 
 
 @pytest.mark.parametrize("loss", DIVERGENCES)
@@ -294,7 +294,7 @@ def test_distillation_loss_is_finite_for_extreme_logits():
 @pytest.mark.parametrize("T", [0.0, -1.0, float("nan"), float("inf")])
 def test_non_positive_or_non_finite_temperature_raises(logits, T):
     with pytest.raises(ValueError, match="temperature"):
-        kd_loss(*logits, T)
+        kd_loss(*logits, temperature=T)
     with pytest.raises(ValueError, match="temperature"):
         soften(logits[0], T)
 
@@ -308,7 +308,7 @@ def test_alpha_outside_unit_interval_raises(logits, alpha):
 @pytest.mark.parametrize("beta", [-0.5, 1.5])
 def test_beta_outside_unit_interval_raises(logits, beta):
     with pytest.raises(ValueError, match="beta"):
-        generalized_jsd(*logits, beta)
+        generalized_jsd(*logits, beta=beta)
 
 
 @pytest.mark.parametrize("loss", DIVERGENCES)

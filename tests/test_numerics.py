@@ -44,7 +44,7 @@ WORKLOAD = textwrap.dedent("""
     cnn = CNN1D(CNN1DConfig(channels=(8, 16, 16), hidden=32))
     config = kd_lib.TrainConfig(num_epochs=1, batch_size=128, lr=1e-2, device="cpu", progress=False)
     kd_lib.train(cnn, (split.x_train[:1024], None), teacher=teacher, config=config,
-                 loss_fn=lambda s, t, _: kd_lib.kd_loss(s, t, 4.0))
+                 loss_fn=lambda s, t, _: kd_lib.kd_loss(s, t, temperature=4.0))
     # a tiny GPT trained for 8 steps: attention, layer norm, softmax, matrix products
     grammar = Grammar()
     tokens, targets = lm_data(grammar.sample(128, seed=0))

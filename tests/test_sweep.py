@@ -59,7 +59,7 @@ def test_run_sweep_distils_from_a_teacher_on_unlabelled_data():
     x, y = _data()
     teacher = _student()
     kd_lib.train(teacher, (x, y), config=kd_lib.TrainConfig(num_epochs=20, batch_size=32, device="cpu", progress=False))
-    run = Run("distilled", _student, (x, None), teacher=teacher, loss_fn=lambda s, t, _: kd_lib.kd_loss(s, t, 2.0),
+    run = Run("distilled", _student, (x, None), teacher=teacher, loss_fn=lambda s, t, _: kd_lib.kd_loss(s, t, temperature=2.0),
               config=CONFIG)
     row = run_sweep([run], eval_data=_data(1), progress=False, keep_models=True)[0]
     assert 0.0 <= row["agreement"] <= 1.0

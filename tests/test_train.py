@@ -136,7 +136,7 @@ def test_unlabelled_transfer_set_trains_with_a_label_free_loss(blobs):
     teacher = small_mlp(1)
     train(teacher, blobs, config=TrainConfig(num_epochs=10, lr=1e-2, **QUIET))
     student = small_mlp()
-    history = train(student, (blobs[0], None), teacher=teacher, loss_fn=lambda s, t, y: kd_loss(s, t, 2.0),
+    history = train(student, (blobs[0], None), teacher=teacher, loss_fn=lambda s, t, y: kd_loss(s, t, temperature=2.0),
                     config=TrainConfig(num_epochs=10, lr=1e-2, **QUIET), eval_data=blobs)
     assert history.final["eval_agreement"] > 0.95
 

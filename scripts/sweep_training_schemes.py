@@ -29,8 +29,17 @@ epochs over the 4,000 labels) and ``DISTIL`` (30 epochs over the 24,000 transfer
 * ``progressive``: the shipped c = 32 teacher distilled into c = 4 directly, and through a
   chain c = 32 -> 16 -> 8 -> 4 (every stage on the transfer set), with each student's
   top-1 agreement with its own teacher on the test inputs.
+* ``task``: chapter 07's task-specific setting with five runs instead of two (the tiny GPT
+  teacher, the *pet stories* sub-language, chapter 07's one-block student and recipe): a
+  student on 500 pet stories from scratch, distilled from the general teacher, or from the
+  teacher fine-tuned on 640 other pet stories; and two two-stage routes that first distil the
+  student on 2,000 general stories from the general teacher, then either fine-tune it on the
+  pet stories (DistilBERT's order) or distil it again from the fine-tuned teacher (TinyBERT's);
+  and their control, the same two stages with cross-entropy on the general stories instead of
+  the teacher. Every student is scored by its KL to the true pet language.
 """
 import argparse
+import copy
 import json
 import time
 from functools import partial
@@ -40,6 +49,9 @@ import torch
 
 import kd_lib
 from kd_lib.data import make_mnist1d
+from kd_lib.gpt import GPT, GPTConfig
+from kd_lib.language import Grammar, GrammarConfig, lm_data
+from kd_lib.lm_metrics import kl_to_truth
 from kd_lib.metrics import accuracy, agreement, count_parameters, predict_logits
 from kd_lib.models import CNN1D, CNN1DConfig
 from kd_lib.numerics import use_portable_numerics
@@ -57,6 +69,14 @@ DISTIL = dict(num_epochs=30, batch_size=512, lr=5e-3, lr_schedule="cosine")
 TEACHER_WIDTH, STUDENT_WIDTH, GENERATIONS = 8, 4, 3
 BORN_AGAIN = dict(temperature=4.0, alpha=0.5)
 CHAIN = [16, 8, 4]
+# part task: chapter 07's pet-story setting (its student, recipe and seeds)
+PET_GRAMMAR = dict(heroes=("dog", "cat"), verbs={"found": 3.0, "played": 3.0, "liked": 2.0, "went": 1.0})
+PET_SEED, PET_VAL_SEED, FINE_TUNE_SEED, GENERAL_SEED = 20, 21, 22, 10
+PET_STORIES, FINE_TUNE_STORIES, GENERAL_STORIES, PET_VAL_STORIES = 500, 640, 2000, 300
+LM_STUDENT = dict(n_layer=1, n_head=2, n_embd=48)  # scripts/sweep_language_models.py STUDENT
+LM_RECIPE = dict(batch_size=16, lr=1e-2, lr_schedule="cosine", warmup_steps=20, max_grad_norm=1.0)
+LM_EPOCHS = 6
+FINE_TUNE = dict(num_epochs=1, batch_size=32, lr=1e-3)  # chapter 07's teacher fine-tuning
 
 
 def cnn(width: int, seed: int) -> CNN1D:
@@ -184,8 +204,58 @@ def run_progressive(split, offsets) -> list:
     return rows
 
 
+def lm_config(seed: int, **changes) -> kd_lib.TrainConfig:
+    return kd_lib.TrainConfig(**{"num_epochs": LM_EPOCHS, **LM_RECIPE, **changes}, seed=seed, progress=False,
+                              device="cpu")
+
+
+def run_task(split, offsets) -> list:
+    grammar, teacher = Grammar(), load_pretrained("tiny_gpt_teacher")
+    pets = Grammar(GrammarConfig(**PET_GRAMMAR))
+    val = lm_data(pets.sample(PET_VAL_STORIES, seed=PET_VAL_SEED))
+    rows = []
+    for offset in offsets:
+        shift = SEED_STRIDE * offset
+        seed = STUDENT_SEED + shift
+        task_data = lm_data(pets.sample(PET_STORIES, seed=PET_SEED + shift))
+        general = lm_data(grammar.sample(GENERAL_STORIES, seed=GENERAL_SEED + shift))
+        fine_tuned = copy.deepcopy(teacher)
+        kd_lib.train(fine_tuned, lm_data(pets.sample(FINE_TUNE_STORIES, seed=FINE_TUNE_SEED + shift)),
+                     config=kd_lib.TrainConfig(**FINE_TUNE, seed=seed, progress=False, device="cpu"))
+        fine_tuned.eval()
+
+        def student():
+            torch.manual_seed(seed)
+            return GPT(GPTConfig(vocab_size=grammar.vocab_size, block_size=grammar.max_len, **LM_STUDENT))
+
+        def fit(model, data, teacher_model=None):
+            kd_lib.train(model, data, teacher=teacher_model, loss_fn=kd_lib.kd_loss if teacher_model else None,
+                         config=lm_config(seed))
+            return model
+
+        general_student = fit(student(), general, teacher)
+        general_scratch = fit(student(), general)  # the control: the same first stage, no teacher
+        routes = {
+            "scratch": lambda: fit(student(), task_data),
+            "general teacher": lambda: fit(student(), task_data, teacher),
+            "fine-tuned teacher": lambda: fit(student(), task_data, fine_tuned),
+            "general distillation, then fine-tuning": lambda: fit(copy.deepcopy(general_student), task_data),
+            "general distillation, then task distillation": lambda: fit(copy.deepcopy(general_student), task_data,
+                                                                        fine_tuned),
+            "general scratch, then fine-tuning": lambda: fit(copy.deepcopy(general_scratch), task_data),
+        }
+        for name, route in routes.items():
+            rows.append({"route": name, "offset": offset, "seed": seed,
+                         "kl_to_pets": round(kl_to_truth(route(), pets, *val), 6)})
+            print(json.dumps(rows[-1]), flush=True)
+        rows.append({"route": "teachers", "offset": offset, "seed": seed,
+                     "general_teacher_kl": round(kl_to_truth(teacher, pets, *val), 6),
+                     "fine_tuned_teacher_kl": round(kl_to_truth(fine_tuned, pets, *val), 6)})
+    return rows
+
+
 PARTS = {"ensemble": run_ensemble, "born-again": run_born_again, "mutual": run_mutual,
-         "progressive": run_progressive}
+         "progressive": run_progressive, "task": run_task}
 
 
 def main() -> None:
@@ -215,7 +285,12 @@ def main() -> None:
                            "peer_seed": PEER_SEED, "transfer_seed": TRANSFER_SEED, "transfer_size": TRANSFER_SIZE,
                            "scratch": SCRATCH, "distil": DISTIL, "teacher_width": TEACHER_WIDTH,
                            "student_width": STUDENT_WIDTH, "generations": GENERATIONS, "born_again": BORN_AGAIN,
-                           "chain": CHAIN, "threads": 1, "torch": torch.__version__, "numerics": str(NUMERICS)}}
+                           "chain": CHAIN, "pet_grammar": PET_GRAMMAR, "pet_seed": PET_SEED,
+                           "pet_val_seed": PET_VAL_SEED, "fine_tune_seed": FINE_TUNE_SEED,
+                           "general_seed": GENERAL_SEED, "pet_stories": PET_STORIES,
+                           "fine_tune_stories": FINE_TUNE_STORIES, "general_stories": GENERAL_STORIES,
+                           "pet_val_stories": PET_VAL_STORIES, "lm_student": LM_STUDENT, "lm_recipe": LM_RECIPE,
+                           "lm_epochs": LM_EPOCHS, "fine_tune": FINE_TUNE, "threads": 1, "torch": torch.__version__, "numerics": str(NUMERICS)}}
     for name, run in PARTS.items():
         if args.part in (name, "all"):
             result[name] = run(split, args.offsets)

@@ -319,3 +319,53 @@ def test_cohort_output_and_errors():
         Cohort([MLP()])
     with pytest.raises(ValueError, match="Cohort"):
         mutual_learning_loss(torch.randn(4, 10), None, None)
+
+
+# ------------------------------------------------------------------ gradients of the transformer losses
+def test_transformer_loss_gradients_match_float64_references():
+    g = torch.Generator().manual_seed(11)
+    y = padded_targets()
+    kept = (y != -100).double()
+    exists = torch.ones(L, L, dtype=torch.bool).tril()
+    h_s, h_t = torch.randn(B, L, 4, generator=g), torch.randn(B, L, 4, generator=g)
+
+    def hidden_ref(x):
+        per = ((x.double() - h_t.double()) ** 2).mean(-1)
+        return (per * kept).sum() / kept.sum()
+
+    def cosine_ref(x):
+        cos = (x.double() * h_t.double()).sum(-1) / (x.double().norm(dim=-1) * h_t.double().norm(dim=-1))
+        return ((1 - cos) * kept).sum() / kept.sum()
+
+    hidden = lambda x: hidden_state_loss(out(**{"hidden.1": x}), out(**{"hidden.1": h_t}), y,  # noqa: E731
+                                         layer_map=[(1, 1)])
+    cosine = lambda x: cosine_hidden_loss(out(**{"hidden.1": x}), out(**{"hidden.1": h_t}), y)  # noqa: E731
+    for loss, ref in ((hidden, hidden_ref), (cosine, cosine_ref)):
+        assert loss(h_s).item() == pytest.approx(ref(h_s).item(), rel=1e-5)
+        torch.testing.assert_close(grad_of(loss, h_s), grad_of(ref, h_s).float(), rtol=1e-4, atol=1e-6)
+
+    scores_t = torch.randn(B, H, L, L, generator=g)
+    a_t = causal_softmax(scores_t)
+    v_s, v_t = torch.randn(B, H, L, 3, generator=g), torch.randn(B, H, L, 3, generator=g)
+
+    def minilm_ref(scores):
+        def log_rel(x):
+            return torch.log_softmax(x.double().masked_fill(~exists, float("-inf")), -1)
+
+        def kl(log_p, log_q):
+            terms = torch.where(exists, log_p.exp() * (log_p - log_q), torch.zeros_like(log_p))
+            return terms.sum(-1)
+
+        per = kl(log_rel(scores_t), log_rel(scores))
+        vr = lambda v: log_rel(v.double() @ v.double().transpose(-2, -1) / math.sqrt(3))  # noqa: E731
+        per = per + kl(vr(v_t), vr(v_s))
+        return (per * kept[:, None, :]).sum() / (kept.sum() * H)
+
+    def minilm(scores):
+        return minilm_loss(out(**{"attention.0": causal_softmax(scores), "values.0": v_s}),
+                           out(**{"attention.0": a_t, "values.0": v_t}), y)
+
+    scores_s = torch.randn(B, H, L, L, generator=g)
+    assert minilm(scores_s).item() == pytest.approx(minilm_ref(scores_s).item(), rel=1e-5)
+    torch.testing.assert_close(grad_of(minilm, scores_s), grad_of(minilm_ref, scores_s).float(),
+                               rtol=1e-4, atol=1e-6)

@@ -88,6 +88,9 @@ def test_scheme_sweep_holds_every_part_at_every_offset(schemes):
     assert len(born) == len(set(born)) == (script.GENERATIONS + 1) * len(script.OFFSETS)
     assert len(sweep["mutual"]) == 2 * len(script.OFFSETS)
     assert len(sweep["progressive"]) == (len(script.CHAIN) + 1) * len(script.OFFSETS)
+    task = [(r["route"], r["offset"]) for r in sweep["task"]]
+    assert len(task) == len(set(task)) == 7 * len(script.OFFSETS)  # six routes and the teachers
+    assert sweep["settings"]["pet_grammar"] == {**script.PET_GRAMMAR, "heroes": list(script.PET_GRAMMAR["heroes"])}
 
 
 def test_scheme_script_reproduces_a_stored_mutual_learning_run(schemes, split, portable_numerics):

@@ -1,4 +1,5 @@
-"""Argument checks shared by the losses: every problem raises ValueError with a message naming it.
+"""Argument checks shared by the losses: every problem raises ValueError with a message naming it
+(a TypeError for a hyper-parameter passed where ``targets`` go).
 
 Also the one reduction rule of :mod:`kd_lib.losses`: average over the positions a mask keeps,
 and give 0 (with a zero gradient, never NaN) when it keeps none.

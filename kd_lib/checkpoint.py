@@ -43,6 +43,11 @@ def load_checkpoint(path: str, state, scheduler, generator: torch.Generator) -> 
         isinstance(saved[k], (list, tuple)) and list(saved[k]) == list(current[k]))}
     if changed:
         raise ValueError(f"cannot resume from {path}: config changed since the checkpoint: {changed}")
+    if (state.loss_module is not None) != ("loss_module" in payload):
+        saved = "with" if "loss_module" in payload else "without"
+        now = "with" if state.loss_module is not None else "without"
+        raise ValueError(f"cannot resume from {path}: it was saved {saved} a trained loss module (a loss_fn with "
+                         f"parameters) and this run is {now} one; pass the same loss_fn as the saved run")
     state.student.load_state_dict(payload["student"])
     if state.loss_module is not None:
         state.loss_module.load_state_dict(payload["loss_module"])

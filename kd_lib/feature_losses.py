@@ -10,7 +10,10 @@ models wrapped in :class:`kd_lib.outputs.Tapped`, and the layers are named by ke
     train(student, data, teacher=teacher, loss_fn=loss_fn)
 
 ``targets`` are accepted (and unused) so that the losses fit :func:`kd_lib.train`; add the
-logit or label terms with :func:`kd_lib.schemes.weighted_sum`.
+logit or label terms with :func:`kd_lib.schemes.weighted_sum`. Both average over *examples*
+and use no padding mask: they are for per-example features (images, signals). For token
+features of a language model use :func:`kd_lib.transformer_losses.hidden_state_loss`, which
+leaves out positions whose target is ``ignore_index``.
 """
 from __future__ import annotations
 

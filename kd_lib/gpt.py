@@ -57,6 +57,8 @@ class _Block(nn.Module):
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
             mask = torch.ones(length, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - length)
             causal = False
+        if record is not None and past is not None:
+            raise ValueError("internals are recorded for a full forward pass only, not with a key/value cache")
         if record is not None:  # explicit attention, so that its scores and weights can be returned
             scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
             future = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)

@@ -19,21 +19,27 @@ __all__ = [
 
 
 @torch.no_grad()
-def predict_outputs(model: nn.Module, inputs: Tensor, batch_size: int = 1024):
+def predict_outputs(model: nn.Module, inputs: Tensor, batch_size: int = 1024, max_bytes: Optional[int] = None):
     """The model's outputs (logits, or a :class:`~kd_lib.outputs.ModelOutput`) for ``inputs``,
     in eval mode, without gradients, batched to bound memory.
 
     The model's train/eval mode is restored afterwards. Inputs move to the model's device.
+    With ``max_bytes``, a ``ModelOutput`` whose features would take more than that for all the
+    inputs (estimated from the first batch) raises ``ValueError`` before the rest is computed.
     """
     from .outputs import ModelOutput
 
     if len(inputs) == 0:
-        raise ValueError("predict_logits got no inputs")
+        raise ValueError("predict_outputs got no inputs")
     was_training = model.training
     model.eval()
     try:
         device = next(model.parameters()).device
-        chunks = [model(inputs[i : i + batch_size].to(device)) for i in range(0, len(inputs), batch_size)]
+        chunks = []
+        for i in range(0, len(inputs), batch_size):
+            chunks.append(model(inputs[i : i + batch_size].to(device)))
+            if i == 0 and max_bytes is not None and isinstance(chunks[0], ModelOutput):
+                _check_size(chunks[0], len(inputs), max_bytes)
     finally:
         model.train(was_training)
     if isinstance(chunks[0], ModelOutput):
@@ -41,11 +47,35 @@ def predict_outputs(model: nn.Module, inputs: Tensor, batch_size: int = 1024):
     return torch.cat(chunks).float()
 
 
+def _check_size(first, total_rows: int, max_bytes: int) -> None:
+    tensors = [first.logits, *first.features.values()]
+    per_row = sum(t.element_size() * t[0].numel() for t in tensors)
+    if per_row * total_rows > max_bytes:
+        raise ValueError(f"caching the teacher's outputs would take {per_row * total_rows / 2**30:.1f} GiB "
+                         f"(its features: {sorted(first.features)}); pass "
+                         "TrainConfig(cache_teacher_logits=False) so that the teacher runs on every batch instead")
+
+
+@torch.no_grad()
 def predict_logits(model: nn.Module, inputs: Tensor, batch_size: int = 1024) -> Tensor:
-    """Logits (float32) for ``inputs`` in eval mode, without gradients, batched to bound memory."""
+    """Logits (float32) for ``inputs`` in eval mode, without gradients, batched to bound memory.
+
+    For a model that returns a :class:`~kd_lib.outputs.ModelOutput`, only each batch's logits
+    are kept (its features are dropped batch by batch).
+    """
     from .outputs import logits_of
 
-    return logits_of(predict_outputs(model, inputs, batch_size)).float()
+    if len(inputs) == 0:
+        raise ValueError("predict_logits got no inputs")
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        chunks = [logits_of(model(inputs[i : i + batch_size].to(device))).float()
+                  for i in range(0, len(inputs), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks)
 
 
 def _kept(labels: Tensor, ignore_index: int) -> Tensor:

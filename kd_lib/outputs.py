@@ -75,7 +75,8 @@ class Tapped(nn.Module):
     ``forward_internals`` method such as :class:`kd_lib.gpt.GPT`, the names it reports
     (``"hidden.1"``, ``"attention.0"``, ...). A mapping ``{name: module}`` also passes that
     feature through ``module`` (a learned projection; ``None`` for none); the projections'
-    weights are trained with the model's by :func:`kd_lib.train`.
+    weights are trained with the model's by :func:`kd_lib.train` when the model is the student
+    (a teacher's ``Tapped`` may not have projections: ``train`` refuses it).
     """
 
     def __init__(self, model: nn.Module, layers: Union[Sequence[str], Mapping[str, Optional[nn.Module]]]):

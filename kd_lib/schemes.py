@@ -41,6 +41,9 @@ class Ensemble(nn.Module):
     mean of the members' softened distributions. ``average="logits"``: returns
     ``mean_k z_k``, whose softmax is a renormalised *geometric* mean of the members'
     distributions; it is sharper where members agree and differs from the other average.
+    Use the loss's temperature here too: ``Ensemble(..., temperature=4)`` with
+    ``kd_loss(temperature=4)`` distils the mean of the softened distributions, while the default
+    ``temperature=1`` softens the T = 1 average afterwards, which is a different target.
     """
 
     def __init__(self, members: Sequence[nn.Module], average: str = "probabilities", temperature: float = 1.0):
@@ -94,10 +97,14 @@ def mutual_learning_loss(
     with ``p_j = softmax(z_j / T)`` detached: each student's gradient comes from its own
     term only, so one optimizer step over the cohort updates every student by its own DML
     loss at once (the paper alternates the students' updates within a step). With
-    ``targets=None`` only the mutual terms remain. ``teacher_output`` is ignored (a
-    pretrained teacher can be added with :func:`weighted_sum`).
+    ``targets=None`` only the mutual terms remain. ``teacher_output`` is ignored. (A KD term
+    added with :func:`weighted_sum` would see the Cohort's *averaged* prediction, not each
+    student's; distilling a teacher into every member needs a loss over ``"members"``.)
     """
-    stacked = feature_of(student_output, "members", "student (a kd_lib.Cohort)")
+    if not (isinstance(student_output, ModelOutput) and "members" in student_output.features):
+        raise ValueError("mutual_learning_loss needs the output of a kd_lib.Cohort: train "
+                         "kd_lib.Cohort([student_a, student_b, ...]) as the student")
+    stacked = student_output.features["members"]
     temperature = check_temperature(temperature)
     count = stacked.shape[1]
     members = [stacked[:, k] for k in range(count)]

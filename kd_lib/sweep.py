@@ -17,6 +17,7 @@ the batch order and the result depend only on the run, not on what ran before it
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -80,8 +81,10 @@ def run_sweep(
         started = time.process_time()
         seed_everything(run.seed)
         model = run.make_model()
+        # a loss with trained parameters (a projection) must not carry its weights from run to run
+        loss_fn = copy.deepcopy(run.loss_fn) if isinstance(run.loss_fn, nn.Module) else run.loss_fn
         config = dataclasses.replace(run.config, seed=run.seed, progress=False)
-        history = train(model, run.train_data, teacher=run.teacher, loss_fn=run.loss_fn, config=config,
+        history = train(model, run.train_data, teacher=run.teacher, loss_fn=loss_fn, config=config,
                         eval_data=eval_data, augment=run.augment)
         row = {"name": run.name, **run.tags, "seed": run.seed, "parameters": count_parameters(model),
                "accuracy": history.final["eval_accuracy"], "agreement": history.final.get("eval_agreement", math.nan),

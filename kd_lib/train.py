@@ -68,7 +68,9 @@ class TrainConfig:
     seed: int = 0  # seeds the shuffling / augmentation generator and torch's global RNG
     device: Optional[str] = None  # None: "cuda" when available, else "cpu"
     amp: bool = False  # bf16 autocast for forward passes; CUDA only
-    cache_teacher_logits: Optional[bool] = None  # None: cache when there is no `augment`
+    # Run the teacher once over the training inputs and keep its outputs (logits, or a Tapped
+    # teacher's features too; refused above MAX_CACHE_BYTES). None: cache when there is no `augment`.
+    cache_teacher_logits: Optional[bool] = None
     ignore_index: int = -100  # target value that marks padding
     eval_batch_size: int = 1024
     checkpoint_path: Optional[str] = None  # save after every epoch when set
@@ -166,6 +168,9 @@ def _validate(config: TrainConfig, inputs: Tensor, targets: Optional[Tensor]) ->
         raise ValueError(f"train_data: {len(inputs)} inputs but {len(targets)} targets")
 
 
+MAX_CACHE_BYTES = 4 * 2**30  # a cached teacher output larger than this is refused
+
+
 def _rows(output: Output, idx: Tensor) -> Output:
     return output.index(idx) if isinstance(output, ModelOutput) else output[idx]
 
@@ -227,6 +232,9 @@ def train(
         warnings.warn("amp=True is ignored on CPU: bf16 autocast is used on CUDA only", stacklevel=2)
     student.to(device)
     if teacher is not None:
+        if len(getattr(teacher, "projections", ())) > 0:
+            raise ValueError("the teacher's Tapped has projections: a teacher is never trained, so they would "
+                             "stay random; give the projection to the student's Tapped instead")
         teacher.to(device).eval()
     loss_module = loss_fn if isinstance(loss_fn, nn.Module) and any(True for _ in loss_fn.parameters()) else None
     if loss_module is not None:
@@ -254,7 +262,7 @@ def train(
     cached_logits = None
     if teacher is not None and use_cache:
         with autocast():
-            cached_logits = predict_outputs(teacher, inputs, config.eval_batch_size)
+            cached_logits = predict_outputs(teacher, inputs, config.eval_batch_size, max_bytes=MAX_CACHE_BYTES)
     eval_teacher_logits = None
     if teacher is not None and eval_data is not None:
         with autocast():

@@ -59,7 +59,7 @@ def _resolve(output: Output, index: int, prefix: str, who: str) -> int:
     if index != -1:
         raise ValueError(f"a layer index must be >= 0, or -1 for the last one, got {index}")
     found = [int(name.split(".")[1]) for name in getattr(output, "features", {})
-             if name.startswith(prefix + ".")]
+             if name.startswith(prefix + ".") and name.split(".")[1].isdigit()]
     if not found:
         feature_of(output, f"{prefix}.0", who)  # raises the error that says what to tap
     return max(found)

@@ -242,3 +242,26 @@ def test_resume_restores_a_trained_loss_module(tmp_path):
     for a, b in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
     assert "loss_module" in torch.load(tmp_path / "b.pt", weights_only=True)
+
+
+def test_clear_errors_for_teacher_projections_missing_loss_module_and_huge_caches(tmp_path, monkeypatch):
+    teacher = Tapped(mlp(0, hidden=(64,)), {"body.1": nn.Linear(64, 32)})
+    with pytest.raises(ValueError, match="teacher's Tapped has projections"):
+        train(Tapped(mlp(1), ["body.1"]), blobs(), teacher=teacher, loss_fn=kd_loss,
+              config=TrainConfig(num_epochs=1, **QUIET))
+    path = tmp_path / "c.pt"
+    train(mlp(1), blobs(), loss_fn=cross_entropy_loss, config=TrainConfig(num_epochs=1, checkpoint_path=str(path),
+                                                                         **QUIET))
+    loss = weighted_sum(ce=(1.0, cross_entropy_loss))
+    loss.extra = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="without a trained loss module"):
+        train(mlp(1), blobs(), loss_fn=loss, config=TrainConfig(num_epochs=2, checkpoint_path=str(path), **QUIET),
+              resume=True)
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("kd_lib.train"), "MAX_CACHE_BYTES", 1000)
+    with pytest.raises(ValueError, match="cache_teacher_logits=False"):
+        train(Tapped(mlp(1), ["body.1"]), blobs(), teacher=Tapped(mlp(0), ["body.1"]), loss_fn=kd_loss,
+              config=TrainConfig(num_epochs=1, **QUIET))
+    with pytest.raises(ValueError, match="kd_lib.Cohort"):
+        mutual_learning_loss(torch.randn(3, 10))

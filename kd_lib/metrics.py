@@ -5,7 +5,7 @@ positions whose label equals ``ignore_index`` (padding).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -16,6 +16,19 @@ __all__ = [
     "predict_logits", "predict_outputs", "accuracy", "agreement", "count_parameters", "bytes_on_disk",
     "expected_calibration_error", "latency",
 ]
+
+
+def _batched(model: nn.Module, inputs: Tensor, batch_size: int, keep: Callable) -> list:
+    """``keep(output, index)`` of each batch's output, in eval mode (restored afterwards)."""
+    if len(inputs) == 0:
+        raise ValueError("predict_logits / predict_outputs got no inputs")
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        return [keep(model(inputs[i : i + batch_size].to(device)), i) for i in range(0, len(inputs), batch_size)]
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -29,19 +42,12 @@ def predict_outputs(model: nn.Module, inputs: Tensor, batch_size: int = 1024, ma
     """
     from .outputs import ModelOutput
 
-    if len(inputs) == 0:
-        raise ValueError("predict_outputs got no inputs")
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        chunks = []
-        for i in range(0, len(inputs), batch_size):
-            chunks.append(model(inputs[i : i + batch_size].to(device)))
-            if i == 0 and max_bytes is not None and isinstance(chunks[0], ModelOutput):
-                _check_size(chunks[0], len(inputs), max_bytes)
-    finally:
-        model.train(was_training)
+    def keep(output, index: int):
+        if index == 0 and max_bytes is not None and isinstance(output, ModelOutput):
+            _check_size(output, len(inputs), max_bytes)
+        return output
+
+    chunks = _batched(model, inputs, batch_size, keep)
     if isinstance(chunks[0], ModelOutput):
         return ModelOutput.cat(chunks)
     return torch.cat(chunks).float()
@@ -65,17 +71,7 @@ def predict_logits(model: nn.Module, inputs: Tensor, batch_size: int = 1024) -> 
     """
     from .outputs import logits_of
 
-    if len(inputs) == 0:
-        raise ValueError("predict_logits got no inputs")
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        chunks = [logits_of(model(inputs[i : i + batch_size].to(device))).float()
-                  for i in range(0, len(inputs), batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(chunks)
+    return torch.cat(_batched(model, inputs, batch_size, lambda output, _: logits_of(output).float()))
 
 
 def _kept(labels: Tensor, ignore_index: int) -> Tensor:

@@ -26,3 +26,15 @@ def portable_numerics():
     """Skip a test that compares with stored numbers where the numerics cannot be pinned."""
     if not NUMERICS.portable:
         pytest.skip(f"compares with numbers stored on an AVX2-pinned x86-64 CPU; here: {NUMERICS}")
+
+
+def load_script(name):
+    """Import scripts/<name>.py as a module (the scripts are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -7,11 +7,11 @@ stored runs bit for bit where the numerics are portable (a full re-run takes up 
 chapter re-trains some of its runs in full). The shipped MNIST-1D teacher is re-trained whole.
 """
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 import torch
 
 import kd_lib
@@ -22,11 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
 
 
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,11 @@ Each file must hold every recipe at every offset once, record the script's setti
 reproduced bit for bit by the script's own code for a run the chapters do not re-train live
 (they re-train offsets 0 and 1 in the book's tests). Full re-runs take 20-30 CPU-minutes each.
 """
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 import torch
 
 from kd_lib.data import make_mnist1d
@@ -20,11 +20,6 @@ DATA = ROOT / "data"
 SPLIT = None
 
 
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from .losses import (
     skew_kl,
     soft_cross_entropy,
     soften,
+    total_variation,
 )
 from .feature_losses import attention_transfer_loss, hint_loss
 from .notebook import glue, seeds, setup_notebook, shifted_seed
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "soften", "kd_loss", "soft_cross_entropy", "reverse_kl", "generalized_jsd", "skew_kl",
+    "total_variation",
     "distillation_loss", "cross_entropy_loss",
     "hint_loss", "attention_transfer_loss",
     "attention_loss", "hidden_state_loss", "minilm_loss", "cosine_hidden_loss",

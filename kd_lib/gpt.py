@@ -33,25 +33,39 @@ class GPTConfig:
     block_size: int = 128  # longest input the position embedding covers
     n_layer: int = 4
     n_head: int = 4
-    n_embd: int = 128  # model width; must be divisible by n_head
+    n_embd: int = 128  # model width (the residual stream)
     dropout: float = 0.0
+    # Width of each attention head; None: n_embd // n_head (then n_embd must divide by n_head).
+    # Set by structured pruning (kd_lib.pruning), which can drop heads or channels separately.
+    head_dim: Optional[int] = None
+    mlp_hidden: Optional[int] = None  # hidden units of each block's MLP; None: 4 * n_embd
+
+    @property
+    def head_width(self) -> int:
+        return self.n_embd // self.n_head if self.head_dim is None else self.head_dim
+
+    @property
+    def mlp_width(self) -> int:
+        return 4 * self.n_embd if self.mlp_hidden is None else self.mlp_hidden
 
 
 class _Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.n_head, self.dropout = config.n_head, config.dropout
+        self.n_head, self.head_dim, self.dropout = config.n_head, config.head_width, config.dropout
+        inner = config.n_head * config.head_width  # attention width (n_embd unless pruned)
         self.ln_1, self.ln_2 = nn.LayerNorm(config.n_embd), nn.LayerNorm(config.n_embd)
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
-        self.proj = nn.Linear(config.n_embd, config.n_embd)
-        self.mlp = nn.Sequential(nn.Linear(config.n_embd, 4 * config.n_embd), nn.GELU(),
-                                 nn.Linear(4 * config.n_embd, config.n_embd), nn.Dropout(config.dropout))
+        self.qkv = nn.Linear(config.n_embd, 3 * inner)
+        self.proj = nn.Linear(inner, config.n_embd)
+        self.mlp = nn.Sequential(nn.Linear(config.n_embd, config.mlp_width), nn.GELU(),
+                                 nn.Linear(config.mlp_width, config.n_embd), nn.Dropout(config.dropout))
 
     def forward(self, x: Tensor, past: Optional[Tuple[Tensor, Tensor]] = None,
                 record: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
-        batch, length, width = x.shape
-        heads = lambda t: t.view(batch, length, self.n_head, width // self.n_head).transpose(1, 2)  # noqa: E731
-        q, k, v = (heads(t) for t in self.qkv(self.ln_1(x)).split(width, dim=2))
+        batch, length, _ = x.shape
+        inner = self.n_head * self.head_dim
+        heads = lambda t: t.view(batch, length, self.n_head, self.head_dim).transpose(1, 2)  # noqa: E731
+        q, k, v = (heads(t) for t in self.qkv(self.ln_1(x)).split(inner, dim=2))
         mask, causal = None, True
         if past is not None:  # incremental decoding: new queries see every cached key
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
@@ -68,7 +82,7 @@ class _Block(nn.Module):
         else:
             attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                                       dropout_p=self.dropout if self.training else 0.0)
-        attended = self.proj(attended.transpose(1, 2).reshape(batch, length, width))
+        attended = self.proj(attended.transpose(1, 2).reshape(batch, length, inner))
         x = x + F.dropout(attended, self.dropout, self.training)
         return x + self.mlp(self.ln_2(x)), (k, v)
 
@@ -78,8 +92,11 @@ class GPT(nn.Module):
 
     def __init__(self, config: GPTConfig = GPTConfig()):
         super().__init__()
-        if config.n_embd % config.n_head != 0:
+        if config.head_dim is None and config.n_embd % config.n_head != 0:
             raise ValueError(f"n_embd ({config.n_embd}) must be divisible by n_head ({config.n_head})")
+        if (config.head_dim is not None and config.head_dim < 1) or (
+                config.mlp_hidden is not None and config.mlp_hidden < 1):
+            raise ValueError(f"head_dim and mlp_hidden must be >= 1 when set, got {config}")
         if min(config.vocab_size, config.block_size, config.n_layer, config.n_head) < 1:
             raise ValueError(f"vocab_size, block_size, n_layer and n_head must be >= 1, got {config}")
         self.config = config

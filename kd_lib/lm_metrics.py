@@ -19,7 +19,7 @@ from .train import evaluate
 
 Tensor = torch.Tensor
 
-__all__ = ["kl_to_truth", "lm_metrics"]
+__all__ = ["kl_to_truth", "truth_scorer", "lm_metrics"]
 
 
 @torch.no_grad()
@@ -44,6 +44,26 @@ def kl_to_truth(model, grammar: Grammar, inputs: Tensor, targets: Tensor, *, ign
     if positions == 0:
         raise ValueError("kl_to_truth: every target is padding")
     return total / positions
+
+
+def truth_scorer(grammar: Grammar, inputs: Tensor, targets: Tensor, *, ignore_index: int = -100):
+    """A function ``model -> KL(truth || model)`` on fixed stories, with the truth computed once.
+
+    The KL is :func:`kl_to_truth`'s (mean per non-padding token), in one batch; use it to
+    score many models, or one model many times while it trains, on the same stories.
+    """
+    if inputs.shape != targets.shape:
+        raise ValueError(f"inputs {tuple(inputs.shape)} and targets {tuple(targets.shape)} differ in shape")
+    mask = targets != ignore_index
+    if not bool(mask.any()):
+        raise ValueError("truth_scorer: every target is padding")
+    truth = grammar.next_token_probs(inputs).clamp_min(1e-30).log().clamp_min(-1e4)
+
+    def score(model) -> float:
+        logits = predict_logits(model, inputs)
+        return float(kd_loss(logits, truth.to(logits.device), mask=mask.to(logits.device)))
+
+    return score
 
 
 def lm_metrics(model, grammar: Grammar, inputs: Tensor, targets: Tensor, *, num_samples: int = 500,

@@ -33,7 +33,7 @@ from .train import LossFn, TrainConfig, seed_everything, train
 
 Tensor = torch.Tensor
 
-__all__ = ["Run", "run_sweep", "summarize", "per_seed", "format_table"]
+__all__ = ["Run", "run_sweep", "summarize", "per_seed", "format_table", "ScoreAtSteps"]
 
 
 @dataclass
@@ -155,3 +155,37 @@ def format_table(rows: Sequence[Dict[str, Any]], columns: Optional[Sequence[str]
     lines = ["  ".join(column.rjust(width) for column, width in zip(columns, widths))]
     lines += ["  ".join(text.rjust(width) for text, width in zip(line, widths)) for line in cells]
     return "\n".join(lines)
+
+
+class ScoreAtSteps:
+    """A :func:`kd_lib.train` callback: ``score(student)`` after each of the optimizer ``steps``.
+
+        at = ScoreAtSteps([40, 80, 160], lambda m: accuracy(predict_logits(m, x), y))
+        train(student, data, config=config, callbacks=[at])
+        at.values  # {40: ..., 80: ..., 160: ...}
+
+    One run then gives a learning curve at several budgets (with a constant learning rate, the
+    run stopped at step ``s`` is exactly this run's first ``s`` steps). Scoring happens in the
+    middle of training: the student is put in eval mode for it and back in train mode after.
+    """
+
+    def __init__(self, steps: Sequence[int], score: Callable[[nn.Module], float]):
+        if not steps or any(int(s) < 1 for s in steps):
+            raise ValueError(f"steps must be optimizer steps >= 1, got {list(steps)}")
+        self.steps, self.score, self.values = sorted(set(int(s) for s in steps)), score, {}
+
+    def on_step_end(self, state) -> None:
+        if state.step in self.steps:
+            was_training = state.student.training
+            state.student.eval()
+            try:
+                self.values[state.step] = float(self.score(state.student))
+            finally:
+                state.student.train(was_training)
+
+    def curve(self) -> List[float]:
+        """The scores in step order; raises if training stopped before the last step."""
+        missing = [s for s in self.steps if s not in self.values]
+        if missing:
+            raise ValueError(f"training ended before steps {missing}")
+        return [self.values[s] for s in self.steps]

@@ -135,6 +135,7 @@ CASES = {
     "reverse_kl": case_logits(partial(reverse_kl, temperature=2.0)),
     "generalized_jsd": case_logits(partial(generalized_jsd, beta=0.5, temperature=2.0)),
     "skew_kl": case_logits(partial(skew_kl, skew=0.1)),
+    "total_variation": case_logits(partial(kd_lib.total_variation, temperature=2.0)),
     "distillation_loss": case_logits(partial(distillation_loss, temperature=4.0, alpha=0.5)),
     "distillation_loss, reverse KL": case_logits(partial(distillation_loss, temperature=2.0, alpha=0.3,
                                                          divergence=reverse_kl)),
@@ -156,7 +157,8 @@ CASES = {
 
 # every public function of these modules whose name ends in _loss or names a divergence
 LOSS_MODULES = [kd_lib.losses, kd_lib.feature_losses, kd_lib.transformer_losses, kd_lib.schemes]
-DIVERGENCE_NAMES = {"kd_loss", "soft_cross_entropy", "reverse_kl", "generalized_jsd", "skew_kl", "weighted_sum"}
+DIVERGENCE_NAMES = {"kd_loss", "soft_cross_entropy", "reverse_kl", "generalized_jsd", "skew_kl", "total_variation",
+                    "weighted_sum"}
 
 
 def public_losses():

@@ -131,3 +131,41 @@ def test_per_seed_lines_up_two_recipes_seed_by_seed():
     assert per_seed(rows, name="a") == [0.5, 0.6] and per_seed(rows, name="b") == [0.4, 0.3]
     with pytest.raises(ValueError, match="no row has"):
         per_seed(rows, name="c")
+
+
+def test_score_at_steps_records_a_learning_curve():
+    import kd_lib
+    from kd_lib.models import MLP, MLPConfig
+    from kd_lib.sweep import ScoreAtSteps
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    model = MLP(MLPConfig(in_features=4, hidden=(8,), num_classes=2, dropout=0.5))
+    modes = []
+    at = ScoreAtSteps([2, 4, 4, 1], lambda m: modes.append(m.training) or len(modes))
+    kd_lib.train(model, (x, y), config=kd_lib.TrainConfig(num_epochs=2, batch_size=32, progress=False),
+                 callbacks=[at])
+    assert at.steps == [1, 2, 4] and at.curve() == [1.0, 2.0, 3.0]
+    assert modes == [False] * 3 and model.training  # scored in eval mode, then restored
+    late = ScoreAtSteps([10], lambda m: 0.0)
+    kd_lib.train(model, (x, y), config=kd_lib.TrainConfig(num_epochs=1, batch_size=32, progress=False),
+                 callbacks=[late])
+    with pytest.raises(ValueError, match="ended before"):
+        late.curve()
+    with pytest.raises(ValueError, match="steps"):
+        ScoreAtSteps([0], lambda m: 0.0)
+
+
+def test_truth_scorer_equals_kl_to_truth():
+    from kd_lib.gpt import GPT, GPTConfig
+    from kd_lib.language import Grammar, lm_data
+    from kd_lib.lm_metrics import kl_to_truth, truth_scorer
+
+    grammar = Grammar()
+    x, y = lm_data(grammar.sample(20, seed=3))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=grammar.vocab_size, block_size=grammar.max_len, n_layer=1, n_head=2,
+                          n_embd=16))
+    assert truth_scorer(grammar, x, y)(model) == pytest.approx(kl_to_truth(model, grammar, x, y), rel=1e-5)
+    with pytest.raises(ValueError, match="padding"):
+        truth_scorer(grammar, x, torch.full_like(y, -100))

@@ -6,7 +6,7 @@
 #   make unit | nbval | nbval-seeds | site | quick | bench | vendor | clean | distclean
 #
 # Everything runs from the pinned virtual environment .venv (created by `make venv`). Numerics
-# are pinned to AVX2 kernels by kd_lib.numerics in every process that computes (the chapters'
+# are pinned to AVX2 kernels by kd_lib.lab.numerics in every process that computes (the chapters'
 # setup cell, tests/conftest.py, scripts/, benchmarks/), so committed outputs compare exactly on
 # any x86-64 CPU with AVX2; elsewhere nbval runs every cell and assert but skips the comparison.
 
@@ -20,7 +20,7 @@ STAMP       := $(VENV)/.stamp
 CHAPTERS    := $(sort $(wildcard book/*.ipynb))
 SANITIZE    := tests/nbval_sanitize.cfg
 CHROMIUM    ?= /usr/bin/chromium
-# The second pass over the chapters shifts every training seed by 1000 x this (kd_lib.notebook).
+# The second pass over the chapters shifts every training seed by 1000 x this (kd_lib.lab.notebook).
 SEED_OFFSET ?= 1
 
 # Tools started by the tests (jupyter, kernels) come from the venv, even without `activate`.
@@ -65,13 +65,13 @@ quick: $(STAMP)
 	$(PYTEST) tests --ignore=tests/site -m "not site and not slow"
 
 # Re-execute every chapter and compare with its committed outputs. The outputs were made with
-# the AVX2-pinned numerics of kd_lib.numerics; where those cannot be pinned (not x86-64, or no
+# the AVX2-pinned numerics of kd_lib.lab.numerics; where those cannot be pinned (not x86-64, or no
 # AVX2) every cell and assert still runs, but the outputs are not compared, and this says so.
 nbval: $(STAMP)
 ifeq ($(CHAPTERS),)
 	@echo "no chapters in book/*.ipynb: nothing to check"
 else
-	@if $(PY) -c "import sys; from kd_lib.numerics import portable_numerics_status as s; \
+	@if $(PY) -c "import sys; from kd_lib.lab.numerics import portable_numerics_status as s; \
 	        status = s(); print('numerics:', status); sys.exit(0 if status.portable else 1)"; then \
 	    echo $(PYTEST) --nbval $(CHAPTERS) --nbval-sanitize-with $(SANITIZE); \
 	    $(PYTEST) --nbval $(CHAPTERS) --nbval-sanitize-with $(SANITIZE); \

@@ -27,7 +27,7 @@ from kd_lib.data import make_mnist1d
 from kd_lib.metrics import count_parameters, latency
 from kd_lib.models import MLP, MLPConfig
 from kd_lib.pretrained import load_pretrained
-from kd_lib.numerics import use_portable_numerics
+from kd_lib.lab.numerics import use_portable_numerics
 
 NUMERICS = use_portable_numerics()  # before the first tensor operation (kd_lib/numerics.py)
 

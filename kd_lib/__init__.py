@@ -1,8 +1,12 @@
 """kd_lib: small, tested knowledge-distillation tools for PyTorch.
 
-The companion library of the book *Knowledge Distillation, Measured*. Losses are plain tensor
-functions (:mod:`kd_lib.losses`), there is one training loop (:mod:`kd_lib.train`), and small
-models, offline datasets and metrics to run every experiment of the book on a laptop CPU.
+The companion library of the book *Knowledge Distillation, Measured*. The core: losses are
+plain tensor functions (:mod:`kd_lib.losses`, :mod:`kd_lib.feature_losses`,
+:mod:`kd_lib.transformer_losses`, :mod:`kd_lib.schemes`), there is one training loop
+(:mod:`kd_lib.train`, on one process or under ``torchrun``), small models, offline datasets,
+shipped teachers and metrics. Kits built on it: :mod:`kd_lib.lm` (language models),
+:mod:`kd_lib.methods` (data-free distillation, pruning) and :mod:`kd_lib.lab` (the book's
+experiment helpers).
 """
 from .losses import (
     cross_entropy_loss,
@@ -16,11 +20,13 @@ from .losses import (
     total_variation,
 )
 from .feature_losses import attention_transfer_loss, hint_loss
-from .notebook import glue, seeds, setup_notebook, shifted_seed
+from .metrics import evaluate
 from .outputs import ModelOutput, Tapped
 from .schemes import Cohort, Ensemble, WeightedSum, mutual_learning_loss, weighted_sum
 from .transformer_losses import attention_loss, cosine_hidden_loss, hidden_state_loss, minilm_loss
-from .train import History, TrainConfig, TrainState, choose_device, evaluate, seed_everything, train
+from . import distributed
+from .runtime import choose_device, seed_everything
+from .train import History, TrainConfig, TrainState, train
 
 __version__ = "0.1.0"
 
@@ -33,5 +39,4 @@ __all__ = [
     "mutual_learning_loss", "weighted_sum", "WeightedSum", "Ensemble", "Cohort",
     "ModelOutput", "Tapped",
     "train", "TrainConfig", "History", "TrainState", "evaluate", "choose_device", "seed_everything",
-    "setup_notebook", "seeds", "shifted_seed", "glue",
 ]

@@ -5,16 +5,20 @@ positions whose label equals ``ignore_index`` (padding).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
 
 import torch
 from torch import nn
+
+from .losses import cross_entropy_loss
 
 Tensor = torch.Tensor
 
 __all__ = [
     "predict_logits", "predict_outputs", "accuracy", "agreement", "count_parameters", "bytes_on_disk",
-    "expected_calibration_error", "latency",
+    "expected_calibration_error", "ReliabilityBins", "reliability_bins", "latency", "evaluate",
 ]
 
 
@@ -146,8 +150,6 @@ def expected_calibration_error(logits: Tensor, labels: Tensor, num_bins: int = 1
 
     where confidence is the top softmax probability. 0 is perfectly calibrated.
     """
-    from .evaluation import reliability_bins  # the one binning, shared with reliability diagrams
-
     return reliability_bins(logits, labels, num_bins).ece
 
 
@@ -180,3 +182,85 @@ def latency(model: nn.Module, example_inputs: Tensor, repeats: int = 50, warmup:
     finally:
         model.train(was_training)
     return float(torch.tensor(times).median())
+
+
+def _check_logits_labels(logits: Tensor, labels: Tensor) -> None:
+    if logits.dim() != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"expected logits [N, C] and labels [N], got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    if len(labels) == 0:
+        raise ValueError("got no examples")
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("logits contain NaN or inf")
+    if labels.is_floating_point() or bool((labels < 0).any() or (labels >= logits.shape[1]).any()):
+        raise ValueError(f"labels must be integer class indices in [0, {logits.shape[1]})")
+
+
+@dataclass
+class ReliabilityBins:
+    """Equal-width confidence bins: what a reliability diagram draws.
+
+    ``accuracy`` and ``confidence`` are NaN for an empty bin (``counts == 0``): there is
+    nothing to measure there, and plotting skips NaN.
+    """
+
+    edges: Tensor  # [num_bins + 1], 0 .. 1
+    counts: Tensor  # [num_bins] examples whose top-class confidence falls in the bin
+    accuracy: Tensor  # [num_bins] fraction of them predicted correctly
+    confidence: Tensor  # [num_bins] their mean top-class confidence
+
+    @property
+    def ece(self) -> float:
+        """``sum_b |B_b| / N * |accuracy_b - confidence_b|`` over non-empty bins."""
+        kept = self.counts > 0
+        weights = self.counts[kept].double() / self.counts.sum()
+        return float((weights * (self.accuracy[kept] - self.confidence[kept]).abs().double()).sum())
+
+
+def reliability_bins(logits: Tensor, labels: Tensor, num_bins: int = 15) -> ReliabilityBins:
+    """Bin examples by top-class softmax confidence (bins ``[k/n, (k+1)/n)``, the last one closed).
+
+    The returned tensors are on the CPU, whatever the device of ``logits``.
+
+    The binning is the one of :func:`kd_lib.metrics.expected_calibration_error`, so
+    ``reliability_bins(z, y, n).ece`` equals ``expected_calibration_error(z, y, n)``.
+    """
+    if num_bins < 1:
+        raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+    _check_logits_labels(logits, labels)
+    logits, labels = logits.detach().float().cpu(), labels.cpu()  # small tensors; plots need CPU
+    confidence, predicted = torch.softmax(logits, dim=-1).max(dim=-1)
+    correct = (predicted == labels).float()
+    index = torch.clamp((confidence * num_bins).long(), max=num_bins - 1)
+    counts = torch.bincount(index, minlength=num_bins)
+    sums_correct = torch.zeros(num_bins).index_add_(0, index, correct)
+    sums_confidence = torch.zeros(num_bins).index_add_(0, index, confidence)
+    safe = counts.clamp_min(1).float()
+    empty = counts == 0
+    accuracy = torch.where(empty, torch.full((num_bins,), math.nan), sums_correct / safe)
+    mean_confidence = torch.where(empty, torch.full((num_bins,), math.nan), sums_confidence / safe)
+    return ReliabilityBins(torch.linspace(0, 1, num_bins + 1), counts, accuracy, mean_confidence)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    *,
+    teacher_logits: Optional[Tensor] = None,
+    ignore_index: int = -100,
+    batch_size: int = 1024,
+) -> Dict[str, float]:
+    """Cross-entropy and accuracy over non-padding positions (and teacher agreement).
+
+    What :func:`kd_lib.train` reports each epoch for ``eval_data``.
+    """
+    logits = predict_logits(model, inputs, batch_size)
+    targets = targets.to(logits.device)
+    result = {
+        "eval_loss": float(cross_entropy_loss(logits, None, targets, ignore_index=ignore_index)),
+        "eval_accuracy": accuracy(logits, targets, ignore_index=ignore_index),
+    }
+    if teacher_logits is not None:
+        result["eval_agreement"] = agreement(logits, teacher_logits.to(logits.device), targets != ignore_index)
+    return result

@@ -122,7 +122,3 @@ def capture_features(model: nn.Module, layer_names: Sequence[str]) -> Iterator[D
     finally:
         for handle in handles:
             handle.remove()
-
-# The tiny GPT of the language-model chapter lives in its own module; re-exported here so that
-# kd_lib.pretrained.load_pretrained finds it by name (manifest["model_class"]).
-from .gpt import GPT, GPTConfig  # noqa: E402,F401

@@ -72,7 +72,7 @@ class Tapped(nn.Module):
 
     ``layers`` names what to record: submodule names (``"body.1"``, see
     ``model.named_modules()``), recorded by forward hooks, or, for a model with a
-    ``forward_internals`` method such as :class:`kd_lib.gpt.GPT`, the names it reports
+    ``forward_internals`` method such as :class:`kd_lib.lm.gpt.GPT`, the names it reports
     (``"hidden.1"``, ``"attention.0"``, ...). A mapping ``{name: module}`` also passes that
     feature through ``module`` (a learned projection; ``None`` for none); the projections'
     weights are trained with the model's by :func:`kd_lib.train` when the model is the student

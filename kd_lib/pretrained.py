@@ -1,13 +1,15 @@
 """Shipped teacher checkpoints: safetensors weights plus a JSON manifest, loaded without pickle.
 
-A checkpoint ``NAME`` lives in the repository's ``data/`` folder as
+A checkpoint ``NAME`` ships inside the package, in ``kd_lib/weights/`` (package data, so a
+``pip install`` of kd_lib carries every teacher the book uses), as
 
 * ``NAME.safetensors`` — the ``state_dict`` (tensors only: nothing executes on load);
 * ``NAME.json`` — the manifest: model class and config, how it was trained (data seed,
   epochs, the command that made it), its final metrics, and the sha256 of the weights file.
 
 :func:`load_pretrained` rebuilds the model from the manifest, checks the sha256, and loads the
-weights. The scripts that make each checkpoint live in ``scripts/``.
+weights. The scripts that make each checkpoint live in the repository's ``scripts/``. Model
+classes are looked up in :mod:`kd_lib.models`, and ``GPT`` in :mod:`kd_lib.lm.gpt`.
 """
 from __future__ import annotations
 
@@ -18,15 +20,18 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
+import importlib
+
 import torch
 from torch import nn
 
-from . import models
-
-__all__ = ["DATA_DIR", "unique_state", "save_pretrained", "load_pretrained", "load_manifest", "sha256_of",
+__all__ = ["WEIGHTS_DIR", "unique_state", "save_pretrained", "load_pretrained", "load_manifest", "sha256_of",
            "save_collection", "load_collection"]
 
-DATA_DIR = Path(os.environ.get("KD_LIB_DATA", Path(__file__).resolve().parent.parent / "data"))
+# The shipped checkpoints (package data); KD_LIB_WEIGHTS points the loaders at another folder.
+WEIGHTS_DIR = Path(os.environ.get("KD_LIB_WEIGHTS", Path(__file__).resolve().parent / "weights"))
+# The module that defines each model class a manifest may name (and its ``<class>Config``).
+MODEL_MODULES = {"MLP": "kd_lib.models", "CNN1D": "kd_lib.models", "GPT": "kd_lib.lm.gpt"}
 
 
 def sha256_of(path: Path) -> str:
@@ -54,7 +59,7 @@ def _config_of(model: nn.Module) -> Dict[str, Any]:
 
 
 def _paths(name: str, data_dir: Optional[Path]) -> Tuple[Path, Path]:
-    folder = Path(data_dir) if data_dir is not None else DATA_DIR
+    folder = Path(data_dir) if data_dir is not None else WEIGHTS_DIR
     return folder / f"{name}.safetensors", folder / f"{name}.json"
 
 
@@ -82,9 +87,10 @@ def load_manifest(name: str, data_dir: Optional[Path] = None) -> Dict[str, Any]:
     weights_path, manifest_path = _paths(name, data_dir)
     if not manifest_path.exists():
         raise FileNotFoundError(
-            f"no checkpoint manifest {manifest_path}. The shipped checkpoints live in the repository's "
-            "data/ folder: clone the repository (or set KD_LIB_DATA to that folder), or run the script "
-            "in scripts/ that trains it"
+            f"no checkpoint manifest {manifest_path}. The shipped checkpoints are package data in "
+            f"kd_lib/weights/ ({', '.join(sorted(p.stem for p in WEIGHTS_DIR.glob('*.json'))) or 'none found'}); "
+            "check the name, reinstall kd_lib if that folder is empty, or run the script in the "
+            "repository's scripts/ that trains it"
         )
     return json.loads(manifest_path.read_text())
 
@@ -102,8 +108,11 @@ def _checked_weights(name: str, data_dir: Optional[Path]) -> Tuple[Dict[str, Any
 
 
 def _build(model_class: str, config: Dict[str, Any], state: Dict[str, torch.Tensor], where: str, device) -> nn.Module:
-    """A ``kd_lib.models`` model of ``model_class`` with ``config``, loaded with ``state`` (eval mode)."""
-    model = getattr(models, model_class)(getattr(models, model_class + "Config")(**config))
+    """A ``model_class`` model with ``config``, loaded with ``state`` (eval mode)."""
+    if model_class not in MODEL_MODULES:
+        raise ValueError(f"{where}: unknown model class {model_class!r}; known: {sorted(MODEL_MODULES)}")
+    module = importlib.import_module(MODEL_MODULES[model_class])
+    model = getattr(module, model_class)(getattr(module, model_class + "Config")(**config))
     expected = unique_state(model)  # the names a save of this architecture holds (tied weights once)
     if set(state) != set(expected):
         raise ValueError(f"{where} does not fit {model_class}: missing "

@@ -21,12 +21,16 @@ What it takes care of, so that chapters do not repeat it:
 * per-position normalisation across gradient accumulation: each micro-batch's mean loss is
   weighted by its share of the non-padding positions of the whole optimizer step, so the
   update equals the full-batch one (not a mean of per-micro-batch means);
+* data-parallel training under ``torchrun`` (PyTorch DDP; :mod:`kd_lib.distributed`): the data
+  and the teacher's cache sharded per rank, the same global batch and the same per-token
+  normalisation as one process, progress and checkpoints on rank 0;
 * device choice (CUDA if available), optional bf16 autocast on CUDA, seeding, tqdm progress,
   a returned :class:`History`, callbacks, and checkpoint/resume that reproduces an
   uninterrupted run exactly (weights, optimizer, scheduler and RNG states are saved).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -36,19 +40,22 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import batches
 from .losses import cross_entropy_loss
-from .metrics import accuracy, agreement, predict_logits, predict_outputs
+from .metrics import evaluate, predict_logits, predict_outputs
 from .outputs import ModelOutput, Output
 from .optim import make_optimizer, make_schedule
+from .runtime import choose_device
 
 Tensor = torch.Tensor
 LossFn = Callable[[Output, Optional[Output], Optional[Tensor]], Tensor]
 
-__all__ = ["TrainConfig", "History", "TrainState", "train", "evaluate", "choose_device", "seed_everything"]
+__all__ = ["TrainConfig", "History", "TrainState", "train"]
 
 
 @dataclass
@@ -114,46 +121,6 @@ class TrainState:
     loss_module: Optional[nn.Module] = None  # a loss_fn with trainable parameters, trained too
 
 
-def choose_device(device: Optional[str] = None) -> torch.device:
-    """``device`` if given, else CUDA when available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global RNGs."""
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    inputs: Tensor,
-    targets: Tensor,
-    *,
-    teacher_logits: Optional[Tensor] = None,
-    ignore_index: int = -100,
-    batch_size: int = 1024,
-) -> Dict[str, float]:
-    """Cross-entropy and accuracy over non-padding positions (and teacher agreement)."""
-    logits = predict_logits(model, inputs, batch_size)
-    targets = targets.to(logits.device)
-    result = {
-        "eval_loss": float(cross_entropy_loss(logits, None, targets, ignore_index=ignore_index)),
-        "eval_accuracy": accuracy(logits, targets, ignore_index=ignore_index),
-    }
-    if teacher_logits is not None:
-        result["eval_agreement"] = agreement(logits, teacher_logits.to(logits.device), targets != ignore_index)
-    return result
-
-
 def _validate(config: TrainConfig, inputs: Tensor, targets: Optional[Tensor]) -> None:
     for name in ("num_epochs", "batch_size", "grad_accum_steps"):
         if getattr(config, name) < 1:
@@ -210,6 +177,10 @@ def train(
     ``callbacks`` are functions called as ``fn(state)`` after each epoch, or objects with
     ``on_step_end(state)`` / ``on_epoch_end(state)`` methods. With ``resume=True`` and an
     existing ``config.checkpoint_path``, training continues from the saved epoch.
+
+    Under ``torchrun`` (a process group is initialised, :func:`kd_lib.distributed.init`), pass
+    every rank the same ``train_data``: each keeps its shard. ``config.batch_size`` is then the
+    micro-batch per rank, and the run equals a 1-process run with ``batch_size * world_size``.
     """
     config = config or TrainConfig()
     inputs, targets = train_data
@@ -225,8 +196,18 @@ def train(
         raise ValueError("cache_teacher_logits=True with augment: the inputs change every step, so the teacher must run every step")
     if resume and not config.checkpoint_path:
         raise ValueError("resume=True needs config.checkpoint_path")
+    rank, world = distributed.world()
+    if world > 1:
+        if augment is not None:
+            raise ValueError("augment under torchrun is not supported: each rank would draw a different "
+                             "number of random numbers and the ranks' shuffles would drift apart")
+        if len(inputs) < world:
+            raise ValueError(f"train_data has {len(inputs)} examples for {world} processes: need at least one each")
+    num_inputs = len(inputs)  # the global number; under torchrun this rank keeps rows rank::world
 
     device = choose_device(config.device)
+    if world > 1 and config.device is None and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     use_amp = config.amp and device.type == "cuda"
     if config.amp and not use_amp:
         warnings.warn("amp=True is ignored on CPU: bf16 autocast is used on CUDA only", stacklevel=2)
@@ -240,13 +221,19 @@ def train(
     if loss_module is not None:
         loss_module.to(device).train()
     trained = student if loss_module is None else nn.ModuleList([student, loss_module])
+    if world > 1:
+        inputs, targets = inputs[rank::world], (targets[rank::world] if targets is not None else None)
     inputs = inputs.to(device)
     targets = targets.to(device) if targets is not None else None
+    joint = None
+    if world > 1:  # DDP broadcasts rank 0's weights now, so every rank starts from them
+        joint = DistributedDataParallel(distributed.StudentAndLoss(student, loss_fn))
 
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = make_optimizer(trained, config)
-    micro_per_epoch = math.ceil(len(inputs) / config.batch_size)
+    global_batch = config.batch_size * world
+    micro_per_epoch = math.ceil(num_inputs / global_batch)
     steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum_steps)
     scheduler = make_schedule(optimizer, config, steps_per_epoch * config.num_epochs)
     state = TrainState(student, teacher, optimizer, config, History(), loss_module=loss_module)
@@ -282,28 +269,41 @@ def train(
 
     first_loss = None  # the first step's loss (of this call), for divergence_factor
     bar = tqdm(total=steps_per_epoch * config.num_epochs, initial=state.step, desc=config.desc,
-               disable=not config.progress, mininterval=0.5)
+               disable=not config.progress or rank != 0, mininterval=0.5)
     student.train()
     while state.epoch < config.num_epochs and not state.stop:
         started, epoch_loss, epoch_weight = time.perf_counter(), torch.zeros((), device=device), 0
-        micro_batches = list(batches(len(inputs), config.batch_size, generator=generator, device=device))
+        micro_batches = list(batches(num_inputs, global_batch, generator=generator, device=device))
+        if world > 1:  # the rows of each global micro-batch that this rank owns, in its shard
+            micro_batches = [distributed.owned(idx, rank, world) for idx in micro_batches]
         for first in range(0, len(micro_batches), config.grad_accum_steps):
             window = [prepare(idx) for idx in micro_batches[first : first + config.grad_accum_steps]]
             counts = [count(batch_inputs, batch_targets) for _, batch_inputs, batch_targets in window]
             total = torch.stack(counts).sum()
+            if world > 1:  # the positions of the whole step, over every rank
+                total = distributed.all_reduce_sum(total.clone())
             optimizer.zero_grad(set_to_none=True)
             step_loss = torch.zeros((), device=device)
-            for (idx, batch_inputs, batch_targets), positions in zip(window, counts):
+            for position, ((idx, batch_inputs, batch_targets), positions) in enumerate(zip(window, counts)):
                 teacher_logits = None
-                if teacher is not None:
+                if teacher is not None and (world == 1 or len(idx) > 0):
                     teacher_logits = (_rows(cached_logits, idx) if cached_logits is not None
                                       else teacher_forward(batch_inputs))
-                with autocast():
-                    student_logits = student(batch_inputs)
-                loss = loss_fn(student_logits, teacher_logits, batch_targets)
-                weighted = loss * (positions / total.clamp_min(1))
-                weighted.backward()
+                if world == 1:
+                    with autocast():
+                        student_logits = student(batch_inputs)
+                    loss = loss_fn(student_logits, teacher_logits, batch_targets)
+                    weighted = loss * (positions / total.clamp_min(1))
+                    weighted.backward()
+                else:  # DDP averages gradients over ranks: scale by world to get their sum
+                    last = position == len(window) - 1
+                    with (contextlib.nullcontext() if last else joint.no_sync()), autocast():
+                        _, loss = joint(batch_inputs, teacher_logits, batch_targets)
+                    weighted = loss * (positions / total.clamp_min(1))
+                    (weighted * world).backward()
                 step_loss = step_loss + weighted.detach()
+            if world > 1:  # the step's per-token loss over all ranks (the same on every rank)
+                step_loss = distributed.all_reduce_sum(step_loss)
             if not bool(torch.isfinite(step_loss)):
                 raise FloatingPointError(
                     f"loss became {float(step_loss)} at epoch {state.epoch + 1}, step {state.step + 1}: "
@@ -335,7 +335,7 @@ def train(
             "train_loss": float(epoch_loss) / epoch_weight,
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": seconds,
-            "samples_per_second": len(inputs) / seconds,
+            "samples_per_second": num_inputs / seconds,
         }
         if eval_data is not None:
             record.update(evaluate(student, eval_data[0].to(device), eval_data[1], teacher_logits=eval_teacher_logits,
@@ -343,8 +343,9 @@ def train(
         state.history.epochs.append(record)
         state.last_loss = record["train_loss"]
         bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("train_loss", "eval_accuracy")})
-        if config.checkpoint_path:
+        if config.checkpoint_path and rank == 0:
             save_checkpoint(config.checkpoint_path, state, scheduler, generator)
+        distributed.barrier()  # no rank reads a checkpoint before rank 0 has written it
         _call(callbacks, "on_epoch_end", state)
     bar.close()
     return state.history

@@ -1,7 +1,7 @@
 """Distilling a transformer's internals: attention maps, hidden states, value relations.
 
 The outputs come from :class:`kd_lib.outputs.Tapped` around a model with
-``forward_internals`` (:class:`kd_lib.gpt.GPT`), which names its internals per block ``i``:
+``forward_internals`` (:class:`kd_lib.lm.gpt.GPT`), which names its internals per block ``i``:
 ``hidden.{i}`` (``hidden.0`` is the embedding), ``scores.{i}``, ``attention.{i}``,
 ``values.{i}``. A ``layer_map`` ``[(student_block, teacher_block), ...]`` pairs the layers
 (TinyBERT's mapping function ``g``). Every loss takes kd_lib's one contract,

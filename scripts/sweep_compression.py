@@ -8,7 +8,7 @@ Chapter 04 loads the JSON, re-runs one pair of its runs live and asserts that th
 equals the stored one, so the file cannot drift from the code.
 
 **Seeds are the chapter's seed offsets.** Run ``i`` of every recipe is what the chapter itself
-computes at ``KD_BOOK_SEED_OFFSET=i``: student seed ``kd_lib.notebook.shifted_seed(0)`` and
+computes at ``KD_BOOK_SEED_OFFSET=i``: student seed ``kd_lib.lab.notebook.shifted_seed(0)`` and
 transfer-set seed ``shifted_seed(1)`` at that offset (0 and 1, 1000 and 1001, ...). So each
 run draws its own initial weights, batch order *and* unlabelled inputs, and the chapter's live
 re-run at any stored offset must match the stored run exactly.
@@ -44,16 +44,17 @@ import kd_lib
 from kd_lib.data import make_mnist1d
 from kd_lib.metrics import accuracy, count_parameters, predict_logits
 from kd_lib.models import CNN1D, CNN1DConfig, MLP, MLPConfig
-from kd_lib.numerics import use_portable_numerics
-from kd_lib.pretrained import DATA_DIR, load_pretrained
-from kd_lib.sweep import Run, run_sweep
+from kd_lib.lab.numerics import use_portable_numerics
+from kd_lib.lab import DATA_DIR
+from kd_lib.pretrained import load_pretrained
+from kd_lib.lab.sweep import Run, run_sweep
 
 NUMERICS = use_portable_numerics()  # before the first tensor operation (kd_lib/numerics.py)
 
 WIDTHS = [16, 8, 6, 5, 4, 2, 1]  # first-layer channels; the teacher has 32
 OFFSETS = [0, 1, 2, 3, 4]  # run i = the chapter at KD_BOOK_SEED_OFFSET=i
 GAP_OFFSETS = list(range(10))  # the capacity-gap differences are small: more runs
-SEED_STRIDE = 1000  # kd_lib.notebook.SEED_STRIDE: offset i shifts seed s to s + 1000 i
+SEED_STRIDE = 1000  # kd_lib.lab.notebook.SEED_STRIDE: offset i shifts seed s to s + 1000 i
 STUDENT_SEED, TRANSFER_SEED = 0, 1  # the chapter's base seeds (shifted per offset)
 TEMPERATURE = 1.0
 TRANSFER_SIZE = 20000  # fresh inputs added to the 4,000 training inputs

@@ -7,11 +7,11 @@ Chapter 08 re-runs one training of each part live and asserts that it reproduces
 one exactly, so the file cannot drift from the code.
 
 **Seeds are the chapter's seed offsets.** Run ``i`` is what the chapter computes at
-``KD_BOOK_SEED_OFFSET=i``: every seed below is ``base + 1000 * i`` (``kd_lib.shifted_seed``).
+``KD_BOOK_SEED_OFFSET=i``: every seed below is ``base + 1000 * i`` (``kd_lib.lab.shifted_seed``).
 
 * ``data-free``: the shipped MNIST-1D CNN teacher distilled (``kd_loss``, T = 4) into chapter
   03's MLP student (40-64-64-10) on transfer sets of: standard normal noise (4,000 inputs);
-  DeepInversion (Yin et al. 2020; 4,000 inputs, ``kd_lib.data_free.deep_inversion``); a DAFL
+  DeepInversion (Yin et al. 2020; 4,000 inputs, ``kd_lib.methods.data_free.deep_inversion``); a DAFL
   generator (Chen et al. 2019), as published and with DeepInversion's BatchNorm term added
   (4,000 samples each); 10 real training inputs per class (100); the 4,000 real training
   inputs; and chapter 03's transfer set (those plus 20,000 fresh unlabelled inputs). Every
@@ -40,22 +40,23 @@ import torch
 
 import kd_lib
 from kd_lib.data import make_mnist1d
-from kd_lib.data_free import DAFLConfig, Generator, InversionConfig, deep_inversion, sample_generator
-from kd_lib.data_free import train_dafl_generator
-from kd_lib.gpt import GPT
-from kd_lib.language import Grammar, lm_data
-from kd_lib.lm_metrics import truth_scorer
+from kd_lib.methods.data_free import DAFLConfig, Generator, InversionConfig, deep_inversion, sample_generator
+from kd_lib.methods.data_free import train_dafl_generator
+from kd_lib.lm.gpt import GPT
+from kd_lib.lm.language import Grammar, lm_data
+from kd_lib.lm.metrics import truth_scorer
 from kd_lib.metrics import accuracy, count_parameters, predict_logits
 from kd_lib.models import MLP, MLPConfig
-from kd_lib.numerics import use_portable_numerics
-from kd_lib.pretrained import DATA_DIR, load_pretrained
-from kd_lib.sweep import ScoreAtSteps
-from kd_lib.pruning import cnn_importance, gpt_importance, prune_cnn, prune_gpt
+from kd_lib.lab.numerics import use_portable_numerics
+from kd_lib.lab import DATA_DIR
+from kd_lib.pretrained import load_pretrained
+from kd_lib.lab.sweep import ScoreAtSteps
+from kd_lib.methods.pruning import cnn_importance, gpt_importance, prune_cnn, prune_gpt
 
 NUMERICS = use_portable_numerics()  # before the first tensor operation (kd_lib/numerics.py)
 
 OFFSETS = list(range(5))
-SEED_STRIDE = 1000  # kd_lib.notebook.SEED_STRIDE
+SEED_STRIDE = 1000  # kd_lib.lab.notebook.SEED_STRIDE
 SEEDS = dict(student=0, transfer=1, inversion=10, dafl=20, noise=30, few=40, calibration=50,
              stories=10, lm_calibration=5)
 SET_SIZE, FEW_PER_CLASS, TRANSFER_SIZE = 4000, 10, 20000

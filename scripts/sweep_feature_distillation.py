@@ -48,18 +48,19 @@ from torch import nn
 
 import kd_lib
 from kd_lib.data import make_mnist1d
-from kd_lib.gpt import GPT, GPTConfig, init_from_teacher
-from kd_lib.language import Grammar, lm_data
-from kd_lib.lm_metrics import lm_metrics
+from kd_lib.lm.gpt import GPT, GPTConfig, init_from_teacher
+from kd_lib.lm.language import Grammar, lm_data
+from kd_lib.lm.metrics import lm_metrics
 from kd_lib.metrics import accuracy, count_parameters, predict_logits
 from kd_lib.models import CNN1D, CNN1DConfig, MLP, MLPConfig
-from kd_lib.numerics import use_portable_numerics
-from kd_lib.pretrained import DATA_DIR, load_pretrained
+from kd_lib.lab.numerics import use_portable_numerics
+from kd_lib.lab import DATA_DIR
+from kd_lib.pretrained import load_pretrained
 
 NUMERICS = use_portable_numerics()  # before the first tensor operation (kd_lib/numerics.py)
 
 OFFSETS = list(range(5))
-SEED_STRIDE = 1000  # kd_lib.notebook.SEED_STRIDE
+SEED_STRIDE = 1000  # kd_lib.lab.notebook.SEED_STRIDE
 
 # ----------------------------------------------------------------------------- part cnn
 CNN = dict(channels=(4, 8, 8), hidden=16)

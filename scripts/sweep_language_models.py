@@ -7,7 +7,7 @@ asserts that they reproduce the stored ones; tests/test_pretrained_scripts.py re
 The other objectives' code paths are covered by kd_lib's unit tests, not by a re-run.
 
 **Seeds are the chapter's seed offsets.** Run ``i`` of every objective is what the chapter
-computes at ``KD_BOOK_SEED_OFFSET=i`` (``kd_lib.notebook``): student seed ``shifted_seed(0)``,
+computes at ``KD_BOOK_SEED_OFFSET=i`` (``kd_lib.lab.notebook``): student seed ``shifted_seed(0)``,
 transfer set ``grammar.sample(2000, seed=shifted_seed(10))``, teacher samples for
 sequence-level KD from ``shifted_seed(5)``. Each run draws its own initial weights, batch order
 and stories; the validation stories (seed 11) are the same for all.
@@ -41,18 +41,19 @@ from pathlib import Path
 import torch
 
 import kd_lib
-from kd_lib.generation import OnPolicy, sample
-from kd_lib.gpt import GPT, GPTConfig
-from kd_lib.language import BOS, EOS, PAD, Grammar, lm_data
-from kd_lib.lm_metrics import lm_metrics
-from kd_lib.numerics import use_portable_numerics
-from kd_lib.pretrained import DATA_DIR, load_pretrained
-from kd_lib.topk import CachedTeacher, TopKCache, topk_cache
+from kd_lib.lm.generation import OnPolicy, sample
+from kd_lib.lm.gpt import GPT, GPTConfig
+from kd_lib.lm.language import BOS, EOS, PAD, Grammar, lm_data
+from kd_lib.lm.metrics import lm_metrics
+from kd_lib.lab.numerics import use_portable_numerics
+from kd_lib.lab import DATA_DIR
+from kd_lib.pretrained import load_pretrained
+from kd_lib.lm.topk import CachedTeacher, TopKCache, topk_cache
 
 NUMERICS = use_portable_numerics()  # before the first tensor operation (kd_lib/numerics.py)
 
 OFFSETS = list(range(8))  # run i = the chapter at KD_BOOK_SEED_OFFSET=i
-SEED_STRIDE = 1000  # kd_lib.notebook.SEED_STRIDE
+SEED_STRIDE = 1000  # kd_lib.lab.notebook.SEED_STRIDE
 STUDENT_SEED, TRANSFER_SEED, TEACHER_SAMPLE_SEED, VAL_SEED = 0, 10, 5, 11
 TRANSFER_STORIES, SMALL_STORIES, VAL_STORIES, NUM_SAMPLES = 2000, 200, 300, 1000
 STUDENT = dict(n_layer=1, n_head=2, n_embd=48)

@@ -37,18 +37,19 @@ import torch
 from torch import nn
 
 import kd_lib
-from kd_lib.gpt import GPT, GPTConfig
-from kd_lib.language import Grammar, lm_data
-from kd_lib.lm_metrics import lm_metrics
+from kd_lib.lm.gpt import GPT, GPTConfig
+from kd_lib.lm.language import Grammar, lm_data
+from kd_lib.lm.metrics import lm_metrics
 from kd_lib.metrics import count_parameters, predict_logits
-from kd_lib.numerics import use_portable_numerics
-from kd_lib.pretrained import DATA_DIR, load_pretrained
-from kd_lib.topk import CachedTeacher, topk_cache
+from kd_lib.lab.numerics import use_portable_numerics
+from kd_lib.lab import DATA_DIR
+from kd_lib.pretrained import load_pretrained
+from kd_lib.lm.topk import CachedTeacher, topk_cache
 
 NUMERICS = use_portable_numerics()  # before the first tensor operation (kd_lib/numerics.py)
 
 OFFSETS = list(range(5))
-SEED_STRIDE = 1000  # kd_lib.notebook.SEED_STRIDE
+SEED_STRIDE = 1000  # kd_lib.lab.notebook.SEED_STRIDE
 STUDENT_SEED, TRANSFER_SEED, VAL_SEED, TARGETED_SEED, PROBE_SEED = 0, 10, 11, 30, 12
 TRANSFER_STORIES, VAL_STORIES, NUM_SAMPLES = 2000, 300, 1000
 POOL_STORIES, PROBE_POOL, PROBE_STORIES = 60000, 20000, 300

@@ -1,4 +1,4 @@
-"""Chapter 06's teachers and grid of trainings: writes data/scheme_teachers.* and
+"""Chapter 06's teachers and grid of trainings: writes kd_lib/weights/scheme_teachers.* and
 data/training_schemes_sweep.json.
 
     python scripts/sweep_training_schemes.py             # ~20 CPU-minutes on one thread
@@ -49,18 +49,19 @@ import torch
 
 import kd_lib
 from kd_lib.data import make_mnist1d
-from kd_lib.gpt import GPT, GPTConfig
-from kd_lib.language import Grammar, GrammarConfig, lm_data
-from kd_lib.lm_metrics import kl_to_truth
+from kd_lib.lm.gpt import GPT, GPTConfig
+from kd_lib.lm.language import Grammar, GrammarConfig, lm_data
+from kd_lib.lm.metrics import kl_to_truth
 from kd_lib.metrics import accuracy, agreement, count_parameters, predict_logits
 from kd_lib.models import CNN1D, CNN1DConfig
-from kd_lib.numerics import use_portable_numerics
-from kd_lib.pretrained import DATA_DIR, load_collection, load_pretrained, save_collection
+from kd_lib.lab.numerics import use_portable_numerics
+from kd_lib.lab import DATA_DIR
+from kd_lib.pretrained import load_collection, load_pretrained, save_collection
 
 NUMERICS = use_portable_numerics()  # before the first tensor operation (kd_lib/numerics.py)
 
 OFFSETS = list(range(5))
-SEED_STRIDE = 1000  # kd_lib.notebook.SEED_STRIDE
+SEED_STRIDE = 1000  # kd_lib.lab.notebook.SEED_STRIDE
 STUDENT_SEED, PEER_SEED, TRANSFER_SEED = 0, 500, 1
 TEACHER_SEEDS = [100, 101, 102, 103, 104]
 TRANSFER_SIZE = 20000

@@ -1,4 +1,4 @@
-"""Chapter 09's students, trained once: writes data/evaluation_students.{safetensors,json}.
+"""Chapter 09's students, trained once: writes kd_lib/weights/evaluation_students.{safetensors,json}.
 
     python scripts/train_evaluation_students.py        # ~4 CPU-minutes on one thread
 
@@ -9,7 +9,7 @@ of them live and checks that it reproduces the stored one.
 
 **Seeds are the chapter's seed offsets.** Student ``i`` of every recipe is what the chapter
 trains at ``KD_BOOK_SEED_OFFSET=i``: model seed ``shifted_seed(0)`` and transfer-set seed
-``shifted_seed(1)`` at that offset (``kd_lib.notebook``), so each student has its own initial
+``shifted_seed(1)`` at that offset (``kd_lib.lab.notebook``), so each student has its own initial
 weights, batch order and unlabelled inputs. The recipes (all one small ``CNN1D``, 47x smaller
 than the teacher, Adam, lr 1e-2 with a cosine schedule):
 
@@ -33,17 +33,17 @@ import torch
 
 import kd_lib
 from kd_lib.data import make_mnist1d
-from kd_lib.evaluation import predictive_kl
+from kd_lib.lab.evaluation import predictive_kl
 from kd_lib.metrics import accuracy, agreement, predict_logits
 from kd_lib.models import CNN1D, CNN1DConfig
-from kd_lib.numerics import use_portable_numerics
-from kd_lib.pretrained import DATA_DIR, load_pretrained, save_collection
+from kd_lib.lab.numerics import use_portable_numerics
+from kd_lib.pretrained import load_pretrained, save_collection
 
 NUMERICS = use_portable_numerics()  # before the first tensor operation (kd_lib/numerics.py)
 
 NAME = "evaluation_students"
 OFFSETS = list(range(10))  # student i = the chapter at KD_BOOK_SEED_OFFSET=i
-SEED_STRIDE = 1000  # kd_lib.notebook.SEED_STRIDE
+SEED_STRIDE = 1000  # kd_lib.lab.notebook.SEED_STRIDE
 STUDENT_SEED, TRANSFER_SEED = 0, 1  # the chapter's base seeds (shifted per offset)
 STUDENT = dict(channels=(8, 8, 8), hidden=16)
 TRANSFER_SIZE = 20000

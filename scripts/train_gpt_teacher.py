@@ -1,8 +1,8 @@
-"""Pretrain the book's language-model teacher (a tiny GPT) and ship it to data/tiny_gpt_teacher.*.
+"""Pretrain the book's language-model teacher (a tiny GPT) and ship it to kd_lib/weights/tiny_gpt_teacher.*.
 
     python scripts/train_gpt_teacher.py            # ~4 min on one CPU thread
 
-Data: stories of the synthetic language of kd_lib.language, generated from a seed (nothing is
+Data: stories of the synthetic language of kd_lib.lm.language, generated from a seed (nothing is
 downloaded). The teacher trains with kd_lib.train on cross-entropy; the manifest records the
 recipe, the data seeds, the first step losses (tests/test_gpt_teacher_script.py re-runs those
 steps and compares) and the final metrics, measured on the float16 weights that are shipped.
@@ -14,12 +14,12 @@ import time
 import torch
 
 import kd_lib
-from kd_lib.gpt import GPT, GPTConfig
-from kd_lib.language import Grammar, lm_data
-from kd_lib.lm_metrics import lm_metrics
+from kd_lib.lm.gpt import GPT, GPTConfig
+from kd_lib.lm.language import Grammar, lm_data
+from kd_lib.lm.metrics import lm_metrics
 from kd_lib.metrics import count_parameters
 from kd_lib.pretrained import save_pretrained
-from kd_lib.numerics import use_portable_numerics
+from kd_lib.lab.numerics import use_portable_numerics
 
 NUMERICS = use_portable_numerics()  # before the first tensor operation (kd_lib/numerics.py)
 
@@ -93,7 +93,7 @@ def main() -> None:
         "description": "tiny GPT teacher for the synthetic story language (book chapter 07)",
         "made_by": "python scripts/train_gpt_teacher.py",
         "dtype": "float16",
-        "data": {"language": "kd_lib.language.Grammar(GrammarConfig())", **DATA,
+        "data": {"language": "kd_lib.lm.language.Grammar(GrammarConfig())", **DATA,
                  "sequence_length": int(val_inputs.shape[1])},
         "training": {**RECIPE, "steps": history.final["step"], "threads": 1, "torch": torch.__version__,
                      "numerics": str(NUMERICS),

@@ -1,4 +1,4 @@
-"""Train the book's MNIST-1D teacher (a 1-D CNN) and ship it to data/mnist1d_cnn.*.
+"""Train the book's MNIST-1D teacher (a 1-D CNN) and ship it to kd_lib/weights/mnist1d_cnn.*.
 
     python scripts/train_mnist1d_teacher.py            # ~15 s on one CPU thread
 
@@ -15,7 +15,7 @@ from kd_lib.data import make_mnist1d
 from kd_lib.metrics import count_parameters
 from kd_lib.models import CNN1D, CNN1DConfig
 from kd_lib.pretrained import save_pretrained
-from kd_lib.numerics import use_portable_numerics
+from kd_lib.lab.numerics import use_portable_numerics
 
 NUMERICS = use_portable_numerics()  # before the first tensor operation (kd_lib/numerics.py)
 

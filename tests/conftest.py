@@ -8,7 +8,7 @@ core) on one thread.
 """
 import pytest
 
-from kd_lib.numerics import use_portable_numerics
+from kd_lib.lab.numerics import use_portable_numerics
 
 NUMERICS = use_portable_numerics()
 
@@ -38,3 +38,26 @@ def load_script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def fresh_venv(folder):
+    """A new venv in ``folder`` that sees the pinned third-party packages (torch etc.) but not kd_lib.
+
+    A plain path entry in a .pth file adds the checkout venv's site-packages, but the editable-install
+    hook inside it is not processed, so only a kd_lib installed into the new venv can be imported
+    (checked here). Returns the new venv's python.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    venv = Path(folder) / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    third_party = next(p for p in map(Path, sys.path) if p.name == "site-packages" and (p / "torch").exists())
+    (site / "pinned_third_party.pth").write_text(f"{third_party}\n")
+    python = venv / "bin" / "python"
+    probe = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('kd_lib'))"],
+                           capture_output=True, text=True, check=True, cwd=folder)
+    assert probe.stdout.strip() == "None", "kd_lib must not be importable in a fresh venv"
+    return python

@@ -1,4 +1,4 @@
-"""kd_lib.data_free: DeepInversion and DAFL make inputs from a teacher alone."""
+"""kd_lib.methods.data_free: DeepInversion and DAFL make inputs from a teacher alone."""
 import copy
 
 import pytest
@@ -7,7 +7,7 @@ from torch import nn
 
 import kd_lib
 
-from kd_lib.data_free import (
+from kd_lib.methods.data_free import (
     DAFLConfig, Generator, InversionConfig, bn_statistics_loss, deep_inversion, sample_generator,
     smoothness, train_dafl_generator,
 )

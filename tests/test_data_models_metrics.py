@@ -1,4 +1,4 @@
-"""kd_lib.data, kd_lib.models, kd_lib.metrics, kd_lib.pretrained, kd_lib.plots, kd_lib.notebook."""
+"""kd_lib.data, kd_lib.models, kd_lib.metrics, kd_lib.pretrained, kd_lib.lab.plots, kd_lib.lab.notebook."""
 import json
 import re
 
@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 import kd_lib
+import kd_lib.lab
 from kd_lib import metrics
 from kd_lib.data import batches, make_digits, make_mnist1d
 from kd_lib.models import CNN1D, CNN1DConfig, MLP, MLPConfig, capture_features
-from kd_lib.plots import scrubber
+from kd_lib.lab.plots import scrubber
 from kd_lib.pretrained import load_manifest, load_pretrained, save_pretrained, sha256_of
 
 
@@ -130,7 +131,7 @@ def test_latency_works_for_a_module_without_parameters():
 # ----------------------------------------------------------------------------- pretrained
 def test_shipped_teacher_loads_checks_its_sha256_and_reaches_its_manifest_accuracy():
     manifest = load_manifest("mnist1d_cnn")
-    assert manifest["sha256"] == sha256_of(kd_lib.pretrained.DATA_DIR / manifest["weights_file"])
+    assert manifest["sha256"] == sha256_of(kd_lib.pretrained.WEIGHTS_DIR / manifest["weights_file"])
     teacher = load_pretrained("mnist1d_cnn")
     split = make_mnist1d(5000, seed=42)
     accuracy = metrics.accuracy(metrics.predict_logits(teacher, split.x_test), split.y_test)
@@ -149,7 +150,7 @@ def test_save_and_load_round_trip_and_corruption_is_detected(tmp_path):
         handle.write(b"\x00\x01\x02\x03")
     with pytest.raises(ValueError, match="corrupt"):
         load_pretrained("tiny", data_dir=tmp_path)
-    with pytest.raises(FileNotFoundError, match="clone the repository"):
+    with pytest.raises(FileNotFoundError, match="package data"):
         load_pretrained("missing", data_dir=tmp_path)
 
 
@@ -191,13 +192,13 @@ def test_scrubber_embeds_every_frame_and_links_only_the_icon_font():
 def test_setup_notebook_fixes_threads_seeds_and_returns_the_device(capsys):
     before = torch.get_num_threads()
     try:
-        device = kd_lib.setup_notebook(seed=3, threads=1)
+        device = kd_lib.lab.setup_notebook(seed=3, threads=1)
         assert torch.get_num_threads() == 1 and device == kd_lib.choose_device()
         assert "threads: 1" in capsys.readouterr().out
         first = torch.rand(1)
-        kd_lib.setup_notebook(seed=3, threads=1, verbose=False)
+        kd_lib.lab.setup_notebook(seed=3, threads=1, verbose=False)
         assert torch.equal(first, torch.rand(1))
         with pytest.raises(ValueError, match="threads"):
-            kd_lib.setup_notebook(threads=0)
+            kd_lib.lab.setup_notebook(threads=0)
     finally:
         torch.set_num_threads(before)

@@ -1,9 +1,9 @@
-"""kd_lib.efficiency: multiply-accumulate counts and the energy estimate built on them."""
+"""kd_lib.lab.efficiency: multiply-accumulate counts and the energy estimate built on them."""
 import pytest
 import torch
 from torch import nn
 
-from kd_lib.efficiency import DRAM_READ_PICOJOULES_PER_32BIT, MAC_PICOJOULES, count_macs, estimate_energy
+from kd_lib.lab.efficiency import DRAM_READ_PICOJOULES_PER_32BIT, MAC_PICOJOULES, count_macs, estimate_energy
 from kd_lib.models import CNN1D, CNN1DConfig, MLP, MLPConfig
 
 

@@ -1,4 +1,4 @@
-"""kd_lib.evaluation: fidelity to a teacher, reliability bins, temperature scaling."""
+"""kd_lib.lab.evaluation: fidelity to a teacher, reliability bins, temperature scaling."""
 import math
 
 import numpy as np
@@ -7,7 +7,8 @@ import torch
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax as np_log_softmax
 
-from kd_lib.evaluation import clearly_greater, fidelity, fit_temperature, predictive_kl, reliability_bins
+from kd_lib.lab.evaluation import clearly_greater, fidelity, fit_temperature, predictive_kl
+from kd_lib.metrics import reliability_bins
 from kd_lib.metrics import expected_calibration_error
 
 

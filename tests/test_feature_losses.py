@@ -18,7 +18,7 @@ from kd_lib import (
     hidden_state_loss, hint_loss, minilm_loss, mutual_learning_loss,
 )
 from kd_lib.feature_losses import attention_map
-from kd_lib.gpt import GPT, GPTConfig, init_from_teacher
+from kd_lib.lm.gpt import GPT, GPTConfig, init_from_teacher
 from kd_lib.models import MLP, MLPConfig
 
 B, H, L = 3, 2, 5

@@ -1,4 +1,4 @@
-"""kd_lib.generation: sampling (with and without a cache), padding masks, on-policy distillation."""
+"""kd_lib.lm.generation: sampling (with and without a cache), padding masks, on-policy distillation."""
 from functools import partial
 
 import pytest
@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 import kd_lib
-from kd_lib.generation import OnPolicy, padding_mask, sample
-from kd_lib.gpt import GPT, GPTConfig
+from kd_lib.lm.generation import OnPolicy, padding_mask, sample
+from kd_lib.lm.gpt import GPT, GPTConfig
 
 V, BOS, EOS, PAD = 12, 1, 2, 0
 IDS = dict(bos_id=BOS, eos_id=EOS, pad_id=PAD)

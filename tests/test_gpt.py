@@ -1,4 +1,4 @@
-"""kd_lib.gpt: the tiny GPT (shapes, causality, cache, checkpoints) and token-level distillation with it."""
+"""kd_lib.lm.gpt: the tiny GPT (shapes, causality, cache, checkpoints) and token-level distillation with it."""
 import copy
 from functools import partial
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import kd_lib
-from kd_lib.gpt import GPT, GPTConfig
+from kd_lib.lm.gpt import GPT, GPTConfig
 from kd_lib.metrics import count_parameters
 from kd_lib.pretrained import load_pretrained, save_pretrained
 
@@ -72,7 +72,7 @@ def test_safetensors_round_trip_in_float16(tmp_path):
     model = tiny().eval()
     save_pretrained(copy.deepcopy(model).half(), "gpt_test", {"note": "test"}, data_dir=tmp_path)
     loaded = load_pretrained("gpt_test", data_dir=tmp_path)
-    assert isinstance(loaded, kd_lib.models.GPT) and next(loaded.parameters()).dtype == torch.float32
+    assert isinstance(loaded, GPT) and next(loaded.parameters()).dtype == torch.float32
     with torch.no_grad():
         torch.testing.assert_close(loaded(tokens()), model(tokens()), atol=2e-3, rtol=0)
 

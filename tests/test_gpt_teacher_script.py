@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_lib.language import Grammar, lm_data
+from kd_lib.lm.language import Grammar, lm_data
 from kd_lib.metrics import count_parameters
-from kd_lib.pretrained import DATA_DIR, load_manifest, load_pretrained, sha256_of
+from kd_lib.pretrained import WEIGHTS_DIR
+from kd_lib.pretrained import load_manifest, load_pretrained, sha256_of
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "tiny_gpt_teacher"
@@ -29,7 +30,7 @@ def manifest():
 def test_manifest_describes_the_weights(manifest):
     script = load_script()
     assert manifest["model_class"] == "GPT" and manifest["dtype"] == "float16"
-    assert manifest["sha256"] == sha256_of(DATA_DIR / manifest["weights_file"])
+    assert manifest["sha256"] == sha256_of(WEIGHTS_DIR / manifest["weights_file"])
     assert manifest["config"] == {**manifest["config"], **script.MODEL}
     assert {k: manifest["data"][k] for k in script.DATA} == script.DATA
     assert {k: manifest["training"][k] for k in script.RECIPE} == script.RECIPE

@@ -1,25 +1,21 @@
-"""The chapter's Hugging Face section, offline: kd_lib losses and kd_lib.train on `transformers` causal LMs.
+"""kd_lib.lm.hf: kd_lib losses and kd_lib.train on `transformers` causal LMs, offline.
 
-Skipped unless `transformers` is installed (it is not a requirement of the book). The models are
-tiny GPT-2s built from a config, so nothing is downloaded; HF_HUB_OFFLINE (set before transformers
-is imported) makes the chapter's hub branch fail fast and take its offline path, which this test
-then runs cell for cell.
+`transformers` and `tokenizers` are pinned in requirements.txt, so these always run. The models
+are tiny GPT-2s built from a config and the tokenizers are trained here: nothing is downloaded
+(HF_HUB_OFFLINE is set before transformers is imported). Chapter 07 runs the same path under nbval.
 """
-import json
 import os
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read when huggingface_hub is imported: never touch the network
-transformers = pytest.importorskip("transformers")
+import transformers  # noqa: E402
 
 import kd_lib  # noqa: E402
-from kd_lib.gpt import HFCausalLM  # noqa: E402
+from kd_lib.lm.hf import HFCausalLM, encode_for_lm, train_tokenizer  # noqa: E402
 
-CHAPTER = Path(__file__).resolve().parent.parent / "book" / "07_language_models.ipynb"
 
 
 
@@ -59,19 +55,38 @@ def test_kd_lib_train_distils_a_transformers_model():
     assert history["train_loss"][-1] < 0.5 * history["train_loss"][0]
 
 
-def test_the_chapter_cells_run_offline(capsys):
-    cells = json.loads(CHAPTER.read_text())["cells"]
-    start = next(i for i, c in enumerate(cells) if "## Real LLMs" in "".join(c["source"]))
-    end = next(i for i, c in enumerate(cells) if i > start and c["cell_type"] == "markdown")
-    hf_cells = ["".join(c["source"]) for c in cells[start:end] if c["cell_type"] == "code"]
-    assert any("def hf_distill" in c for c in hf_cells) and any("find_spec" in c for c in hf_cells)
-    from kd_lib.language import BOS, EOS, PAD, Grammar
+STORIES = ["once upon a time there was a fox named tom .", "long ago there lived a queen named mia .",
+           "tom liked the apples ."]
 
-    namespace = dict(kd_lib=kd_lib, torch=torch, partial=partial, HFCausalLM=HFCausalLM, grammar=Grammar(),
-                     BOS=BOS, EOS=EOS, PAD=PAD)
-    for cell in hf_cells:
-        exec(compile(cell, str(CHAPTER), "exec"), namespace)
-    out = capsys.readouterr().out
-    assert "skipped" not in out and "vocabulary: teacher 104, student 104" in out
-    history = namespace["hf_distill"](["once upon a time there was a fox named tom ."], steps=3)
-    assert len(history) == 3 and all(torch.isfinite(torch.tensor(history["train_loss"])))
+
+def test_a_trained_tokenizer_and_padded_batches():
+    tokenizer = train_tokenizer(STORIES, vocab_size=40)
+    assert [tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id] == [0, 1, 2]
+    inputs, targets = encode_for_lm(tokenizer, STORIES, max_length=64)
+    lengths = [len(tokenizer(s)["input_ids"]) + 2 for s in STORIES]  # with <bos> and <eos>
+    assert inputs.shape == targets.shape == (3, max(lengths) - 1)
+    for row, length in enumerate(lengths):  # real targets, then -100 exactly where padding is
+        assert (targets[row] != -100).sum() == length - 1 and targets[row, length - 2] == tokenizer.eos_token_id
+        assert (inputs[row, length:] == tokenizer.pad_token_id).all()
+    words = train_tokenizer(STORIES, vocab_size=100, kind="word")
+    assert words.tokenize(STORIES[0]) == STORIES[0].split()
+    with pytest.raises(ValueError, match="max_length"):
+        encode_for_lm(tokenizer, STORIES, max_length=4)
+    with pytest.raises(ValueError, match="kind"):
+        train_tokenizer(STORIES, 40, kind="chars")
+
+
+def test_the_attention_mask_hides_padding_from_the_model():
+    torch.manual_seed(0)
+    model = tiny_gpt2(1).eval()
+    tokens = torch.tensor([[5, 6, 7, 8]])
+    padded = torch.tensor([[0, 0, 5, 6]])  # left padding: only the mask keeps the real tokens clean
+    with torch.no_grad():
+        masked = HFCausalLM(model, pad_token_id=0)(padded)[0, -1]
+        unmasked = HFCausalLM(model)(padded)[0, -1]
+        alone = model(input_ids=tokens[:, :2], attention_mask=torch.ones(1, 2, dtype=torch.long),
+                      position_ids=torch.tensor([[0, 1]])).logits[0, -1]
+    assert not torch.allclose(masked, unmasked, atol=1e-4)  # the mask changes what the model sees
+    with pytest.raises(ValueError, match="integer token ids"):
+        HFCausalLM(model)(torch.randn(2, 3))
+    assert alone.shape == masked.shape

@@ -1,12 +1,12 @@
-"""kd_lib.language: the synthetic story grammar, its exact next-token distribution, LM batches."""
+"""kd_lib.lm.language: the synthetic story grammar, its exact next-token distribution, LM batches."""
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from kd_lib.language import BOS, EOS, PAD, Grammar, GrammarConfig, lm_data
-from kd_lib.lm_metrics import kl_to_truth, lm_metrics
+from kd_lib.lm.language import BOS, EOS, PAD, Grammar, GrammarConfig, lm_data
+from kd_lib.lm.metrics import kl_to_truth, lm_metrics
 
 
 

@@ -18,7 +18,7 @@ from kd_lib import (
     cross_entropy_loss, distillation_loss, generalized_jsd, hidden_state_loss, hint_loss, kd_loss,
     minilm_loss, mutual_learning_loss, reverse_kl, skew_kl, soft_cross_entropy, train, weighted_sum,
 )
-from kd_lib.gpt import GPT, GPTConfig
+from kd_lib.lm.gpt import GPT, GPTConfig
 from kd_lib.models import CNN1D, CNN1DConfig, MLP, MLPConfig
 
 QUIET = dict(progress=False, device="cpu", batch_size=32, lr=3e-3)

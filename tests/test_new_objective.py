@@ -10,7 +10,7 @@ import torch
 
 import kd_lib
 from kd_lib import ModelOutput, TrainConfig, kd_loss, total_variation, train
-from kd_lib.gpt import GPT, GPTConfig
+from kd_lib.lm.gpt import GPT, GPTConfig
 from kd_lib.models import MLP, MLPConfig
 
 

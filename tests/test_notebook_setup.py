@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from kd_lib import notebook
+from kd_lib.lab import notebook
 
 
 def test_seed_offset_shifts_seeds_by_a_stride_that_never_reaches_fixed_seeds(monkeypatch):

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import fresh_venv
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
@@ -104,17 +105,7 @@ def test_a_chapter_runs_in_a_fresh_environment_without_kd_lib(tmp_path):
     a file:// URL of this checkout's committed HEAD) and installs it, then the chapter runs."""
     if not (ROOT / ".git").exists():
         pytest.skip("needs a git checkout to clone from")
-    venv = tmp_path / "fresh"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    site = next((venv / "lib").glob("python*/site-packages"))
-    # Reuse the installed third-party packages (torch etc.) without kd_lib: a plain path entry in a
-    # .pth file adds the folder, but the editable-install hooks inside it are not processed.
-    third_party = next(p for p in map(Path, sys.path) if p.name == "site-packages" and (p / "torch").exists())
-    (site / "book_env.pth").write_text(f"{third_party}\n")
-    python = venv / "bin" / "python"
-    probe = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('kd_lib'))"],
-                           capture_output=True, text=True, check=True, cwd=tmp_path)
-    assert probe.stdout.strip() == "None", "kd_lib must not be importable before the setup cell runs"
+    python = fresh_venv(tmp_path)
     chapter = CHAPTERS[0]
     runner = textwrap.dedent(f"""
         import nbformat, sys

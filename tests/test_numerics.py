@@ -14,19 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from kd_lib.numerics import PORTABLE_ENV, portable_numerics_status, use_portable_numerics
+from kd_lib.lab.numerics import PORTABLE_ENV, portable_numerics_status, use_portable_numerics
 
 ROOT = Path(__file__).resolve().parent.parent
 
 WORKLOAD = textwrap.dedent("""
     import hashlib, json, os
-    from kd_lib.numerics import use_portable_numerics
+    from kd_lib.lab.numerics import use_portable_numerics
     status = use_portable_numerics()  # a no-op with KD_BOOK_NUMERICS=native
     import torch
     import kd_lib
     from kd_lib.data import make_mnist1d
-    from kd_lib.gpt import GPT, GPTConfig
-    from kd_lib.language import Grammar, lm_data
+    from kd_lib.lm.gpt import GPT, GPTConfig
+    from kd_lib.lm.language import Grammar, lm_data
     from kd_lib.models import CNN1D, CNN1DConfig
     from kd_lib.pretrained import load_pretrained
 
@@ -124,7 +124,7 @@ def test_pin_refuses_to_run_after_a_tensor_operation_chose_other_kernels():
     env = {k: v for k, v in os.environ.items() if k not in PORTABLE_ENV}
     env["ATEN_CPU_CAPABILITY"] = "default"  # what the first tensor operation will lock in
     code = ("import torch; torch.ones(2) * 2\n"
-            "from kd_lib.numerics import use_portable_numerics\n"
+            "from kd_lib.lab.numerics import use_portable_numerics\n"
             "try:\n    use_portable_numerics()\nexcept RuntimeError as error:\n    print('RuntimeError:', error)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     assert "RuntimeError: ATen already uses DEFAULT kernels" in result.stdout, result.stdout + result.stderr

@@ -54,7 +54,7 @@ def test_compression_sweep_holds_every_recipe_width_and_offset_once(sweep, scrip
 
 def test_compression_sweep_seeds_are_the_chapters_seed_offsets(sweep, script):
     for row in sweep["grid"] + sweep["gap"]:
-        assert row["seed"] == 1000 * row["offset"] == kd_lib.notebook.SEED_STRIDE * row["offset"]
+        assert row["seed"] == 1000 * row["offset"] == kd_lib.lab.notebook.SEED_STRIDE * row["offset"]
     assert script.seeds_at(2) == (2000, 2001)
 
 
@@ -87,7 +87,7 @@ def _first_epoch(sweep, script, name, width, offset=1):
     def stop(state):
         state.stop = True
 
-    kd_lib.seed_everything(run.seed)  # as kd_lib.sweep.run_sweep does, before building the model
+    kd_lib.seed_everything(run.seed)  # as kd_lib.lab.sweep.run_sweep does, before building the model
     config = dataclasses.replace(run.config, seed=run.seed, progress=False)
     history = kd_lib.train(run.make_model(), run.train_data, teacher=run.teacher, loss_fn=run.loss_fn,
                            config=config, eval_data=(split.x_test, split.y_test), callbacks=[stop])
@@ -122,7 +122,7 @@ def test_lm_sweep_holds_every_objective_at_every_offset(lm_sweep):
 @pytest.mark.slow
 def test_lm_script_reproduces_a_stored_student(lm_sweep, portable_numerics):
     script = load_script("sweep_language_models")
-    from kd_lib.language import Grammar
+    from kd_lib.lm.language import Grammar
 
     grammar, teacher = Grammar(), load_pretrained("tiny_gpt_teacher")
     setting = script.Setting(grammar, teacher, offset=1)

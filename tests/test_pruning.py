@@ -1,11 +1,11 @@
-"""kd_lib.pruning: structured pruning gives smaller dense models with the kept units' weights."""
+"""kd_lib.methods.pruning: structured pruning gives smaller dense models with the kept units' weights."""
 import pytest
 import torch
 
-from kd_lib.gpt import GPT, GPTConfig
+from kd_lib.lm.gpt import GPT, GPTConfig
 from kd_lib.metrics import count_parameters
 from kd_lib.models import CNN1D, CNN1DConfig, MLP
-from kd_lib.pruning import cnn_importance, gpt_importance, prune_cnn, prune_gpt, top_units
+from kd_lib.methods.pruning import cnn_importance, gpt_importance, prune_cnn, prune_gpt, top_units
 
 
 def cnn(seed=0):

@@ -1,11 +1,11 @@
-"""kd_lib.robustness: accuracy under Gaussian input noise, and the noise augmentation."""
+"""kd_lib.lab.robustness: accuracy under Gaussian input noise, and the noise augmentation."""
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from kd_lib.robustness import accuracy_under_noise, gaussian_noise
+from kd_lib.lab.robustness import accuracy_under_noise, gaussian_noise
 
 
 class FirstCoordinates(nn.Module):

@@ -1,7 +1,7 @@
-"""kd_lib.stats: confidence intervals for differences between recipes, checked against SciPy."""
+"""kd_lib.lab.stats: confidence intervals for differences between recipes, checked against SciPy."""
 import pytest
 
-from kd_lib.stats import difference, mean_interval, paired_difference, t_quantile
+from kd_lib.lab.stats import difference, mean_interval, paired_difference, t_quantile
 
 scipy_stats = pytest.importorskip("scipy.stats")
 

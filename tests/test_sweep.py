@@ -1,4 +1,4 @@
-"""kd_lib.sweep: runs are reproducible and independent of order; rows and summaries are right."""
+"""kd_lib.lab.sweep: runs are reproducible and independent of order; rows and summaries are right."""
 import math
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 import kd_lib
 from kd_lib.models import MLP, MLPConfig
-from kd_lib.sweep import Run, format_table, per_seed, run_sweep, summarize
+from kd_lib.lab.sweep import Run, format_table, per_seed, run_sweep, summarize
 
 torch.set_num_threads(1)
 
@@ -136,7 +136,7 @@ def test_per_seed_lines_up_two_recipes_seed_by_seed():
 def test_score_at_steps_records_a_learning_curve():
     import kd_lib
     from kd_lib.models import MLP, MLPConfig
-    from kd_lib.sweep import ScoreAtSteps
+    from kd_lib.lab.sweep import ScoreAtSteps
 
     torch.manual_seed(0)
     x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
@@ -157,9 +157,9 @@ def test_score_at_steps_records_a_learning_curve():
 
 
 def test_truth_scorer_equals_kl_to_truth():
-    from kd_lib.gpt import GPT, GPTConfig
-    from kd_lib.language import Grammar, lm_data
-    from kd_lib.lm_metrics import kl_to_truth, truth_scorer
+    from kd_lib.lm.gpt import GPT, GPTConfig
+    from kd_lib.lm.language import Grammar, lm_data
+    from kd_lib.lm.metrics import kl_to_truth, truth_scorer
 
     grammar = Grammar()
     x, y = lm_data(grammar.sample(20, seed=3))

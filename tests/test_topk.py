@@ -1,4 +1,4 @@
-"""kd_lib.topk: caching top-k teacher log-probabilities, the tail rule, the cached teacher."""
+"""kd_lib.lm.topk: caching top-k teacher log-probabilities, the tail rule, the cached teacher."""
 import math
 from functools import partial
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import kd_lib
-from kd_lib.gpt import GPT, GPTConfig
-from kd_lib.topk import CachedTeacher, TopKCache, expand_topk, topk_cache
+from kd_lib.lm.gpt import GPT, GPTConfig
+from kd_lib.lm.topk import CachedTeacher, TopKCache, expand_topk, topk_cache
 
 V = 20
 

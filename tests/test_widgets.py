@@ -1,4 +1,4 @@
-"""kd_lib.widgets.explore: a live slider explorer over the same draw(ax, ...) a scrubber uses."""
+"""kd_lib.lab.widgets.explore: a live slider explorer over the same draw(ax, ...) a scrubber uses."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -6,7 +6,7 @@ matplotlib.use("Agg")
 import ipywidgets  # noqa: E402
 import pytest  # noqa: E402
 
-from kd_lib.widgets import explore  # noqa: E402
+from kd_lib.lab.widgets import explore  # noqa: E402
 
 
 class Recorder:

@@ -9,8 +9,8 @@ be measured on as many fresh inputs as one can afford:
 * with labels: how often the student repeats the teacher's *mistakes* (same wrong class).
 
 *Calibration* (Guo et al. 2017, "On Calibration of Modern Neural Networks", arXiv:1706.04599)
-asks whether a confidence of 0.9 is right 90% of the time. :func:`reliability_bins` gives the
-numbers behind a reliability diagram (its weighted gap is the ECE of
+asks whether a confidence of 0.9 is right 90% of the time. :func:`kd_lib.metrics.reliability_bins`
+gives the numbers behind a reliability diagram (its weighted gap is the ECE of
 :func:`kd_lib.metrics.expected_calibration_error`), and :func:`fit_temperature` finds the one
 temperature that minimises the negative log-likelihood on held-out data ("temperature scaling").
 """
@@ -22,12 +22,12 @@ from typing import Optional, Sequence
 
 import torch
 
-from .losses import kd_loss
-from .metrics import agreement
+from ..losses import kd_loss
+from ..metrics import _check_logits_labels, agreement
 
 Tensor = torch.Tensor
 
-__all__ = ["clearly_greater", "Fidelity", "fidelity", "predictive_kl", "ReliabilityBins", "reliability_bins", "fit_temperature"]
+__all__ = ["clearly_greater", "Fidelity", "fidelity", "predictive_kl", "fit_temperature"]
 
 
 def clearly_greater(higher: Sequence[float], lower: Sequence[float]) -> bool:
@@ -45,17 +45,6 @@ def clearly_greater(higher: Sequence[float], lower: Sequence[float]) -> bool:
         raise ValueError("results contain NaN or inf")
     spread = max(float(high.std()), float(low.std()))
     return bool(high.min() > low.max()) and float(high.mean() - low.mean()) > spread
-
-
-def _check_logits_labels(logits: Tensor, labels: Tensor) -> None:
-    if logits.dim() != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError(f"expected logits [N, C] and labels [N], got {tuple(logits.shape)} and {tuple(labels.shape)}")
-    if len(labels) == 0:
-        raise ValueError("got no examples")
-    if not bool(torch.isfinite(logits).all()):
-        raise ValueError("logits contain NaN or inf")
-    if labels.is_floating_point() or bool((labels < 0).any() or (labels >= logits.shape[1]).any()):
-        raise ValueError(f"labels must be integer class indices in [0, {logits.shape[1]})")
 
 
 def predictive_kl(student_logits: Tensor, teacher_logits: Tensor) -> float:
@@ -94,52 +83,6 @@ def fidelity(student_logits: Tensor, teacher_logits: Tensor, labels: Optional[Te
         if result.teacher_errors > 0:
             result.copied_errors = float((student_logits.argmax(-1)[wrong] == teacher_pred[wrong]).float().mean())
     return result
-
-
-@dataclass
-class ReliabilityBins:
-    """Equal-width confidence bins: what a reliability diagram draws.
-
-    ``accuracy`` and ``confidence`` are NaN for an empty bin (``counts == 0``): there is
-    nothing to measure there, and plotting skips NaN.
-    """
-
-    edges: Tensor  # [num_bins + 1], 0 .. 1
-    counts: Tensor  # [num_bins] examples whose top-class confidence falls in the bin
-    accuracy: Tensor  # [num_bins] fraction of them predicted correctly
-    confidence: Tensor  # [num_bins] their mean top-class confidence
-
-    @property
-    def ece(self) -> float:
-        """``sum_b |B_b| / N * |accuracy_b - confidence_b|`` over non-empty bins."""
-        kept = self.counts > 0
-        weights = self.counts[kept].double() / self.counts.sum()
-        return float((weights * (self.accuracy[kept] - self.confidence[kept]).abs().double()).sum())
-
-
-def reliability_bins(logits: Tensor, labels: Tensor, num_bins: int = 15) -> ReliabilityBins:
-    """Bin examples by top-class softmax confidence (bins ``[k/n, (k+1)/n)``, the last one closed).
-
-    The returned tensors are on the CPU, whatever the device of ``logits``.
-
-    The binning is the one of :func:`kd_lib.metrics.expected_calibration_error`, so
-    ``reliability_bins(z, y, n).ece`` equals ``expected_calibration_error(z, y, n)``.
-    """
-    if num_bins < 1:
-        raise ValueError(f"num_bins must be >= 1, got {num_bins}")
-    _check_logits_labels(logits, labels)
-    logits, labels = logits.detach().float().cpu(), labels.cpu()  # small tensors; plots need CPU
-    confidence, predicted = torch.softmax(logits, dim=-1).max(dim=-1)
-    correct = (predicted == labels).float()
-    index = torch.clamp((confidence * num_bins).long(), max=num_bins - 1)
-    counts = torch.bincount(index, minlength=num_bins)
-    sums_correct = torch.zeros(num_bins).index_add_(0, index, correct)
-    sums_confidence = torch.zeros(num_bins).index_add_(0, index, confidence)
-    safe = counts.clamp_min(1).float()
-    empty = counts == 0
-    accuracy = torch.where(empty, torch.full((num_bins,), math.nan), sums_correct / safe)
-    mean_confidence = torch.where(empty, torch.full((num_bins,), math.nan), sums_confidence / safe)
-    return ReliabilityBins(torch.linspace(0, 1, num_bins + 1), counts, accuracy, mean_confidence)
 
 
 def fit_temperature(logits: Tensor, labels: Tensor, *, t_min: float = 0.05, t_max: float = 20.0) -> float:

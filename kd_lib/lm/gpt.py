@@ -9,7 +9,7 @@ has ~351k parameters, its student (1 layer, 48 wide) ~36k.
 tokens ``0..t`` only (causal attention). Right-padding therefore needs no attention mask: a
 real position never attends to the padding after it. :meth:`GPT.forward_cached` runs the same
 network incrementally with a key/value cache, which makes sampling cost one forward pass per
-new token instead of one per prefix (see :mod:`kd_lib.generation`).
+new token instead of one per prefix (see :mod:`kd_lib.lm.generation`).
 """
 from __future__ import annotations
 
@@ -24,19 +24,19 @@ from torch import nn
 Tensor = torch.Tensor
 Cache = List[Tuple[Tensor, Tensor]]
 
-__all__ = ["GPTConfig", "GPT", "HFCausalLM", "init_from_teacher"]
+__all__ = ["GPTConfig", "GPT", "init_from_teacher"]
 
 
 @dataclass
 class GPTConfig:
-    vocab_size: int = 104  # the synthetic language of kd_lib.language
+    vocab_size: int = 104  # the synthetic language of kd_lib.lm.language
     block_size: int = 128  # longest input the position embedding covers
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128  # model width (the residual stream)
     dropout: float = 0.0
     # Width of each attention head; None: n_embd // n_head (then n_embd must divide by n_head).
-    # Set by structured pruning (kd_lib.pruning), which can drop heads or channels separately.
+    # Set by structured pruning (kd_lib.methods.pruning), which can drop heads or channels separately.
     head_dim: Optional[int] = None
     mlp_hidden: Optional[int] = None  # hidden units of each block's MLP; None: 4 * n_embd
 
@@ -153,7 +153,7 @@ class GPT(nn.Module):
         ``[B, n_head, L, d_head]``. Attention is computed explicitly here (not by the fused
         kernel), so the logits agree with :meth:`forward` to float rounding, not bit for bit.
         """
-        from .outputs import ModelOutput
+        from ..outputs import ModelOutput
 
         self._check(tokens, 0)
         positions = torch.arange(tokens.shape[1], device=tokens.device)
@@ -186,19 +186,3 @@ def init_from_teacher(teacher: GPT, layers: Sequence[int]) -> GPT:
     for mine, theirs in zip(student.blocks, layers):
         mine.load_state_dict(teacher.blocks[theirs].state_dict())
     return student
-
-
-class HFCausalLM(nn.Module):
-    """Adapter for a Hugging Face ``transformers`` causal LM: ``forward(tokens) -> .logits``.
-
-    Lets :func:`kd_lib.train` and every :mod:`kd_lib.losses` function work on a hub model
-    (``AutoModelForCausalLM``), which returns an output object rather than a tensor. With
-    right padding and causal attention no attention mask is needed for the real positions.
-    """
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        return self.model(input_ids=tokens).logits

@@ -15,7 +15,7 @@ from typing import Callable, List, Sequence
 import torch
 from torch import nn
 
-from .metrics import accuracy, predict_logits
+from ..metrics import accuracy, predict_logits
 
 Tensor = torch.Tensor
 

@@ -1,7 +1,7 @@
 """Sampling from causal language models, for sequence-level and on-policy distillation.
 
 * :func:`sample` draws complete sequences (ancestral sampling, optionally at a temperature),
-  with a key/value cache when the model has one (:meth:`kd_lib.gpt.GPT.forward_cached`).
+  with a key/value cache when the model has one (:meth:`kd_lib.lm.gpt.GPT.forward_cached`).
 * Sequence-level KD (Kim & Rush 2016) trains the student with plain cross-entropy on
   sequences *sampled from the teacher*: ``lm_data(sample(teacher, ...))``.
 * On-policy distillation (GKD, Agarwal et al. 2023) scores the *student's own* samples with
@@ -77,7 +77,7 @@ def padding_mask(inputs: Tensor, *, eos_id: int, pad_id: int) -> Tensor:
     """Positions whose next token counts: every input token before the first ``eos``/``pad``.
 
     For well-formed sequences (``inputs = tokens[:, :-1]`` of grammar samples) this equals
-    ``targets != ignore_index`` of :func:`kd_lib.language.lm_data` (position t predicts token
+    ``targets != ignore_index`` of :func:`kd_lib.lm.language.lm_data` (position t predicts token
     t + 1, up to and including ``eos``). For a student's samples it is stricter: a ``pad`` token
     sampled mid-sequence ends the sequence here, while ``lm_data`` would only skip that one position.
     """

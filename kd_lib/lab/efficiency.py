@@ -28,7 +28,7 @@ from typing import Dict, List
 import torch
 from torch import nn
 
-from .metrics import count_parameters
+from ..metrics import count_parameters
 
 Tensor = torch.Tensor
 

@@ -8,7 +8,7 @@ copied in, so its parameter count, speed and memory are those of its shape.
   Efficient ConvNets") or by its mean activation on a calibration set (the activation-based
   score of Minitron, Muralidharan et al. 2024); :func:`prune_cnn` keeps the highest-scoring
   units.
-* GPT (:class:`kd_lib.gpt.GPT`), Minitron-style: :func:`gpt_importance` scores on calibration
+* GPT (:class:`kd_lib.lm.gpt.GPT`), Minitron-style: :func:`gpt_importance` scores on calibration
   tokens (1) each MLP neuron by its mean absolute activation, (2) each attention head by the
   mean L2 norm of its output, (3) each embedding channel by the mean absolute value of every
   LayerNorm's output in that channel, and (4) each block by how much removing it moves the
@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .gpt import GPT, GPTConfig
-from .models import CNN1D, CNN1DConfig
+from ..lm.gpt import GPT, GPTConfig
+from ..models import CNN1D, CNN1DConfig
 
 Tensor = torch.Tensor
 
@@ -154,7 +154,7 @@ def _kl(reference: Tensor, logits: Tensor) -> float:
 def gpt_importance(model: GPT, tokens: Tensor) -> GPTImportance:
     """Minitron's activation-based importances of ``model`` on calibration ``tokens`` [B, L]."""
     if not isinstance(model, GPT):
-        raise ValueError(f"gpt_importance expects a kd_lib.gpt.GPT, got {type(model).__name__}")
+        raise ValueError(f"gpt_importance expects a kd_lib.lm.gpt.GPT, got {type(model).__name__}")
     model._check(tokens, 0)
     was_training = model.training
     model.eval()
@@ -225,7 +225,7 @@ def prune_gpt(
     second MLP layer, as Minitron does (LayerNorm then normalises over the kept channels only).
     """
     if not isinstance(model, GPT):
-        raise ValueError(f"prune_gpt expects a kd_lib.gpt.GPT, got {type(model).__name__}")
+        raise ValueError(f"prune_gpt expects a kd_lib.lm.gpt.GPT, got {type(model).__name__}")
     old = model.config
     layers = list(range(old.n_layer)) if layers is None else list(layers)
     if not layers or any(not 0 <= i < old.n_layer for i in layers) or len(set(layers)) != len(layers):

@@ -2,7 +2,7 @@
 
 A chapter writes one function ``draw(ax, **parameters)`` that draws a figure on an ``Axes``.
 In a running kernel, :func:`explore` puts one slider per parameter in front of it and redraws
-on every move; on the built site (no kernel), :func:`kd_lib.plots.scrubber` plays the same
+on every move; on the built site (no kernel), :func:`kd_lib.lab.plots.scrubber` plays the same
 function over precomputed frames. Each slider steps through exactly the values it is given,
 so the live explorer and the static scrubber show the same settings.
 

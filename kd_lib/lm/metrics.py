@@ -1,4 +1,4 @@
-"""Measures of a language model against a language whose truth is known (:mod:`kd_lib.language`).
+"""Measures of a language model against a language whose truth is known (:mod:`kd_lib.lm.language`).
 
 * :func:`kl_to_truth`: mean per-token KL(truth || model) on held-out stories, the part of the
   cross-entropy a better model could still remove (cross-entropy = entropy + this KL);
@@ -13,9 +13,8 @@ import torch
 
 from .generation import sample
 from .language import BOS, EOS, PAD, Grammar
-from .losses import kd_loss
-from .metrics import predict_logits
-from .train import evaluate
+from ..losses import kd_loss
+from ..metrics import evaluate, predict_logits
 
 Tensor = torch.Tensor
 

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .models import capture_features
+from ..models import capture_features
 
 Tensor = torch.Tensor
 

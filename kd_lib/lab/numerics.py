@@ -8,8 +8,8 @@ kernel, so the last bits of a result differ, and a few hundred optimizer steps t
 into different accuracies. :func:`use_portable_numerics` pins all three to AVX2, a level that
 almost every x86-64 CPU sold since 2013 has, before the first tensor operation reads them:
 
-    import kd_lib.numerics
-    kd_lib.numerics.use_portable_numerics()   # before any tensor is created
+    import kd_lib.lab.numerics
+    kd_lib.lab.numerics.use_portable_numerics()   # before any tensor is created
 
 Measured with torch 2.13.0 (CPU wheel): the book's first MNIST-1D teacher had the test loss
 0.10827047377824783 under these settings both on an AVX2-only AMD EPYC and on an AVX-512 AMD EPYC

@@ -26,7 +26,7 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from .metrics import predict_logits
+from ..metrics import predict_logits
 
 Tensor = torch.Tensor
 

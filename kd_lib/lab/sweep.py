@@ -28,8 +28,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .metrics import count_parameters
-from .train import LossFn, TrainConfig, seed_everything, train
+from ..metrics import count_parameters
+from ..runtime import seed_everything
+from ..train import LossFn, TrainConfig, train
 
 Tensor = torch.Tensor
 
@@ -122,7 +123,7 @@ def per_seed(rows: Sequence[Dict[str, Any]], metric: str = "accuracy", **match: 
     """``metric`` of the rows whose columns equal ``match``, in seed order.
 
     Two calls with the same seeds give lists that line up seed by seed, ready for
-    :func:`kd_lib.stats.paired_difference`: ``per_seed(rows, name="distilled", T=1)``.
+    :func:`kd_lib.lab.stats.paired_difference`: ``per_seed(rows, name="distilled", T=1)``.
     Raises ``ValueError`` when no row matches.
     """
     chosen = sorted((row for row in rows if all(row.get(k) == v for k, v in match.items())), key=lambda r: r["seed"])

@@ -15,7 +15,7 @@ next state, so the prefix fixes the state, and the state fixes the exact next-to
 distribution. :class:`Grammar` compiles the automaton into two tables (``probs [S, V]``,
 ``next_state [S, V]``), which makes sampling, the true distribution of any prefix, and the
 grammaticality check vectorised over stories. Nothing is downloaded: a seed makes the data.
-:mod:`kd_lib.lm_metrics` measures models against the truth (KL to the true distribution,
+:mod:`kd_lib.lm.metrics` measures models against the truth (KL to the true distribution,
 grammaticality of samples).
 """
 from __future__ import annotations

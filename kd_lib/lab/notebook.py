@@ -1,21 +1,27 @@
 """What every chapter's setup cell needs: numerics, seeds, threads, device, figure style, glue.
 
-* :func:`setup_notebook` pins portable numerics (:mod:`kd_lib.numerics`), seeds every RNG,
+* :func:`setup_notebook` pins portable numerics (:mod:`kd_lib.lab.numerics`), seeds every RNG,
   fixes the thread count and picks the device.
 * :func:`shifted_seed` and :func:`seeds` shift the chapter's training, initialisation and transfer-set
   seeds by ``KD_BOOK_SEED_OFFSET`` (default 0), so that the book's tests can check that every
   claim still holds with other seeds. Standard data splits and evaluation sets keep their seeds.
+* :data:`DATA_DIR` is the repository's ``data/`` folder: the stored sweeps the chapters read
+  (a checkout's; ``KD_BOOK_DATA`` points elsewhere). The teachers are package data instead
+  (:data:`kd_lib.pretrained.WEIGHTS_DIR`).
 * :func:`glue` records a number that the prose quotes (myst-nb's ``{glue:text}`` role), so
   that the text and the output that computed it cannot disagree.
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, List
 
 from .numerics import use_portable_numerics
 
-__all__ = ["setup_notebook", "seed_offset", "shifted_seed", "seeds", "glue", "SEED_STRIDE"]
+__all__ = ["setup_notebook", "seed_offset", "shifted_seed", "seeds", "glue", "SEED_STRIDE", "DATA_DIR"]
+
+DATA_DIR = Path(os.environ.get("KD_BOOK_DATA", Path(__file__).resolve().parents[2] / "data"))
 
 SEED_OFFSET_VARIABLE = "KD_BOOK_SEED_OFFSET"
 # Offset k moves seed s to s + 1000 k: the seeds of different offsets never overlap, and a
@@ -69,7 +75,7 @@ def setup_notebook(seed: int = 0, threads: int = 1, dpi: int = 80, device=None, 
     """Pin portable numerics, seed every RNG, fix the thread count, pick the device, style plots.
 
     Numerics come first because they must be fixed before the first tensor operation: CPUs
-    with and without AVX-512 otherwise round differently (:mod:`kd_lib.numerics`). The thread
+    with and without AVX-512 otherwise round differently (:mod:`kd_lib.lab.numerics`). The thread
     count is fixed because it changes results too: floating-point sums are split differently
     across threads, and small students trained with 1 or 2 threads end up several accuracy
     points apart. One thread is also the fastest choice for these small models when the CPU is
@@ -79,7 +85,7 @@ def setup_notebook(seed: int = 0, threads: int = 1, dpi: int = 80, device=None, 
     numerics = use_portable_numerics()
     import torch
 
-    from .train import choose_device, seed_everything
+    from ..runtime import choose_device, seed_everything
 
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
@@ -96,7 +102,7 @@ def setup_notebook(seed: int = 0, threads: int = 1, dpi: int = 80, device=None, 
     except ImportError:  # matplotlib is optional for the library
         pass
     if verbose:
-        from . import __version__
+        from .. import __version__
 
         offset = seed_offset()
         print(f"kd_lib {__version__} | torch {torch.__version__} | device: {chosen.type} | "

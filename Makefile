@@ -1,9 +1,10 @@
 # Knowledge Distillation, Measured: build and test.
 #
 #   make book    build the site into _build/html (fails on any warning)
-#   make test    everything, in order: unit, nbval, nbval-seeds, book, site (prints each stage's
-#                wall time); installs what it needs first (.venv, and Chromium for the site test)
+#   make test    everything, in order: unit, nbval and nbval-seeds (side by side), book, site (prints
+#                each stage's wall time); installs what it needs first (.venv, and Chromium for the site test)
 #   make unit | nbval | nbval-seeds | site | quick | bench | vendor | clean | distclean
+#   (bench: benchmarks/run.py and benchmarks/losses.py; TRL in its own .venv-bench)
 #
 # Everything runs from the pinned virtual environment .venv (created by `make venv`). Numerics
 # are pinned to AVX2 kernels by kd_lib.lab.numerics in every process that computes (the chapters'
@@ -45,11 +46,18 @@ book: $(STAMP)
 	rm -rf _build/html
 	$(JB) build . --all -W -n --keep-going
 
+# The two nbval passes run side by side (each chapter computes on one thread, so the two use the
+# two cores); their logs are printed when both are done.
 test: $(STAMP) chromium
 	@start_all=$$(date +%s); \
-	for stage in unit nbval nbval-seeds book site; do \
-	    echo "=== make $$stage"; start=$$(date +%s); \
-	    if ! $(MAKE) --no-print-directory $$stage; then \
+	for stage in unit "nbval nbval-seeds" book site; do \
+	    echo "=== make $$stage"; start=$$(date +%s); pids=""; \
+	    for part in $$stage; do \
+	        $(MAKE) --no-print-directory $$part > .make-$$part.log 2>&1 & pids="$$pids $$!"; \
+	    done; \
+	    failed=0; for pid in $$pids; do wait $$pid || failed=1; done; \
+	    for part in $$stage; do cat .make-$$part.log; rm -f .make-$$part.log; done; \
+	    if [ $$failed -ne 0 ]; then \
 	        echo "=== $$stage FAILED after $$(( $$(date +%s) - start )) s"; exit 1; \
 	    fi; \
 	    echo "=== $$stage passed in $$(( $$(date +%s) - start )) s"; \
@@ -110,8 +118,22 @@ chromium:
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
 	"$(CHROMIUM)" --version
 
-bench: $(STAMP)
+# TRL for the loss benchmark's comparison lives in its own environment, never in the book's.
+BENCH_VENV  := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.stamp
+
+$(BENCH_STAMP): benchmarks/requirements-trl.txt pyproject.toml
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements-trl.txt
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(BENCH_STAMP)
+
+bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) benchmarks/run.py
+	for vocab in 32000 128000; do for dtype in float32 bfloat16; do \
+	    TRL_EXPERIMENTAL_SILENCE=1 $(BENCH_VENV)/bin/python benchmarks/losses.py --trl-only --vocab $$vocab --dtypes $$dtype && \
+	    $(PY) benchmarks/losses.py --vocab $$vocab --dtypes $$dtype || exit 1; \
+	done; done
 
 # Re-download the JavaScript the site vendors (needs npm); the result is committed.
 vendor:
@@ -122,4 +144,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) *.egg-info

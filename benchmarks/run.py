@@ -4,12 +4,15 @@ Writes benchmarks/results.json and benchmarks/results.png. Three measurements, a
 (4,000 training samples, the shipped CNN teacher, an MLP-256x256 student), one torch thread:
 
 1. kd_lib.train against a minimal hand-written PyTorch distillation loop doing the same work
-   (same model, data, batch size, loss, cached teacher logits): throughput ratio (goal >= 0.95).
+   (same model, data, batch size, loss, cached teacher logits): throughput ratio (goal >= 0.95),
+   measured in ``--pairs`` pairs run back to back in alternating order (plain first in even
+   pairs, kd_lib first in odd ones), so drifts in machine load hit both; the result is the mean
+   of the per-pair ratios with a 95% t-interval (kd_lib.lab.stats.mean_interval), and the spread.
 2. cached teacher logits vs running the teacher every step: speedup.
 3. a small student (MLP 64, ~20x fewer parameters) vs the teacher: inference latency at batch
    1 and 256, and the ratio.
 
-Each timing is the median of several interleaved repeats, so a busy machine affects both sides.
+Other timings are the median of several interleaved repeats, so a busy machine affects both sides.
 """
 import argparse
 import functools
@@ -28,6 +31,7 @@ from kd_lib.metrics import count_parameters, latency
 from kd_lib.models import MLP, MLPConfig
 from kd_lib.pretrained import load_pretrained
 from kd_lib.lab.numerics import use_portable_numerics
+from kd_lib.lab.stats import mean_interval
 
 NUMERICS = use_portable_numerics()  # before the first tensor operation (kd_lib/numerics.py)
 
@@ -76,6 +80,7 @@ def student():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--pairs", type=int, default=20, help="paired plain / kd_lib runs for the loop ratio")
     parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -86,11 +91,20 @@ def main() -> None:
 
     plain_loop(student(), teacher, x, y, 1)  # warm-up: first calls pay one-off allocation costs
     kd_lib_loop(student(), teacher, x, y, 1)
-    times = {"plain": [], "kd_lib": [], "kd_lib_uncached": []}
-    for _ in range(args.repeats):  # interleaved, so drifts in machine load hit every variant alike
-        times["plain"].append(timed(lambda: plain_loop(student(), teacher, x, y, args.epochs)))
-        times["kd_lib"].append(timed(lambda: kd_lib_loop(student(), teacher, x, y, args.epochs)))
-        times["kd_lib_uncached"].append(timed(lambda: kd_lib_loop(student(), teacher, x, y, args.epochs, cache=False)))
+    run = {"plain": lambda: plain_loop(student(), teacher, x, y, args.epochs),
+           "kd_lib": lambda: kd_lib_loop(student(), teacher, x, y, args.epochs),
+           "kd_lib_uncached": lambda: kd_lib_loop(student(), teacher, x, y, args.epochs, cache=False)}
+    times = {name: [] for name in run}
+    pair_ratios = []  # plain seconds / kd_lib seconds = kd_lib throughput / plain throughput
+    for pair in range(args.pairs):  # back to back, alternating which goes first
+        order = ("plain", "kd_lib") if pair % 2 == 0 else ("kd_lib", "plain")
+        seconds = {name: timed(run[name]) for name in order}
+        for name in order:
+            times[name].append(seconds[name])
+        pair_ratios.append(seconds["plain"] / seconds["kd_lib"])
+    for _ in range(args.repeats):
+        times["kd_lib_uncached"].append(timed(run["kd_lib_uncached"]))
+    ratio = mean_interval(pair_ratios)
     median = {k: statistics.median(v) for k, v in times.items()}
     throughput = {k: samples / v for k, v in median.items()}
 
@@ -105,18 +119,26 @@ def main() -> None:
     results = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__, "threads": 1,
                     "numerics": str(NUMERICS)},
-        "setup": {"train_samples": len(x), "epochs": args.epochs, "repeats": args.repeats, "batch_size": BATCH,
+        "setup": {"train_samples": len(x), "epochs": args.epochs, "repeats": args.repeats, "pairs": args.pairs,
+                  "batch_size": BATCH,
                   "trained_student_params": count_parameters(student()), "latency_student_params": count_parameters(small),
                   "teacher_params": count_parameters(teacher)},
         "seconds": {k: [round(t, 4) for t in v] for k, v in times.items()},
         "samples_per_second": {k: round(v) for k, v in throughput.items()},
-        "kd_lib_over_plain_throughput": round(throughput["kd_lib"] / throughput["plain"], 3),
+        "kd_lib_over_plain_throughput": round(ratio.mean, 3),
+        "kd_lib_over_plain_interval_95": [round(ratio.low, 3), round(ratio.high, 3)],
+        "kd_lib_over_plain_per_pair": {"min": round(min(pair_ratios), 3), "max": round(max(pair_ratios), 3),
+                                       "sd": round(statistics.stdev(pair_ratios), 3), "pairs": len(pair_ratios)},
         "cached_over_uncached_speedup": round(median["kd_lib_uncached"] / median["kd_lib"], 2),
         "latency": {str(b): {k: round(v, 7) for k, v in d.items()} for b, d in latencies.items()},
     }
-    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    path = HERE / "results.json"  # shared with benchmarks/losses.py: keep its keys
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged.update(results)
+    path.write_text(json.dumps(merged, indent=2) + "\n")
     plot(results)
-    print(json.dumps({k: results[k] for k in ("samples_per_second", "kd_lib_over_plain_throughput", "cached_over_uncached_speedup")}, indent=2))
+    print(json.dumps({k: results[k] for k in ("samples_per_second", "kd_lib_over_plain_throughput", "kd_lib_over_plain_interval_95",
+                                              "kd_lib_over_plain_per_pair", "cached_over_uncached_speedup")}, indent=2))
     print("latency teacher/student:", {b: round(d["teacher_over_student"], 1) for b, d in latencies.items()})
 
 
@@ -131,7 +153,9 @@ def plot(results) -> None:
     labels = ["hand-written loop\n(cached teacher)", "kd_lib.train\n(cached teacher)", "kd_lib.train\n(teacher every step)"]
     left.bar(labels, [results["samples_per_second"][n] / 1000 for n in names], color=["grey", "tab:blue", "tab:orange"])
     left.set_ylabel("training throughput (thousand samples/s)")
-    left.set_title(f"Distillation training of an MLP-256x256, 1 CPU thread\nkd_lib / plain = {results['kd_lib_over_plain_throughput']}")
+    low, high = results["kd_lib_over_plain_interval_95"]
+    left.set_title(f"Distillation training of an MLP-256x256, 1 CPU thread\n"
+                   f"kd_lib / plain = {results['kd_lib_over_plain_throughput']} (95% CI {low} to {high})")
     batches = list(results["latency"])
     width = 0.38
     for offset, who, color in ((-width / 2, "teacher", "tab:red"), (width / 2, "student", "tab:green")):

@@ -44,7 +44,9 @@ def check_pair(student_logits: Tensor, teacher_logits: Tensor) -> None:
         raise ValueError(
             "vocabulary size mismatch: student_logits have "
             f"{student_logits.shape[-1]} classes, teacher_logits have {teacher_logits.shape[-1]} "
-            "(pad or slice both to a shared vocabulary first)"
+            "(pad or slice both to a shared vocabulary first; for a teacher and student with different "
+            "tokenizers, see kd_lib.lm.uld: uld_loss compares sorted probabilities, first_piece_map projects "
+            "the teacher's vocabulary)"
         )
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
@@ -106,6 +108,11 @@ def check_labels(labels: Tensor, logits: Tensor, ignore_index: int) -> Tensor:
         )
     labels = labels.long()
     num_classes = logits.shape[-1]
+    if labels.numel() == 0:
+        return labels
+    low, high = labels.aminmax()  # one pass; the full check only when something is out of range
+    if int(low) >= 0 and int(high) < num_classes:
+        return labels
     invalid = ((labels < 0) | (labels >= num_classes)) & (labels != ignore_index)
     if bool(invalid.any()):
         raise ValueError(

@@ -15,6 +15,13 @@ Every function here follows the same rules, so that a reader can swap one for an
 * the computation runs in float32 whatever the input dtype (float16 / bfloat16 logits
   underflow in a softmax at high temperature), and stays finite for logits of +-1e4.
 * the teacher never receives a gradient (its logits are detached); the student always does.
+* the token-level divergences and the combined loss take ``chunk_size``: logits of 2^24 or
+  more elements are computed a chunk of positions at a time, with the gradient formed in the
+  forward pass (:mod:`kd_lib.chunked`), so peak memory stays near one gradient instead of
+  several float32 copies of the logits; values and gradients equal the plain code's.
+  ``chunk_size=0`` gives the plain graph (needed for double backward), an int sets the
+  positions per chunk. A custom ``divergence`` of ``distillation_loss`` is chunked only when
+  ``chunk_size`` is given.
 * bad input raises ``ValueError`` naming the problem; an all-masked batch gives 0 with a
   zero gradient, never NaN.
 
@@ -23,6 +30,7 @@ Notation: ``z`` student logits, ``v`` teacher logits, ``T`` temperature,
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Optional
 
@@ -33,6 +41,7 @@ from ._checks import (
     average_positions, check_labels, check_logits, check_pair, check_temperature,
     check_unit_interval, kept_positions,
 )
+from .chunked import chunked_loss, rows_per_chunk
 from .outputs import Output, logits_of
 
 Tensor = torch.Tensor
@@ -59,6 +68,27 @@ def _kl_from_log_probs(log_p: Tensor, log_q: Tensor) -> Tensor:
     return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
+_CHUNKABLE = set()  # the losses below: they average over kept positions, as chunked_loss requires
+
+
+def _is_kd_lib_loss(fn: Callable) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return fn in _CHUNKABLE
+
+
+def _in_chunks(loss: Callable[..., Tensor], student_logits: Tensor, teacher_logits: Tensor,
+               targets: Optional[Tensor], mask: Optional[Tensor], chunk_size: Optional[int],
+               ignore_index: int, takes_mask: bool = True, **hyper) -> Tensor:
+    """``loss`` computed by :func:`kd_lib.chunked.chunked_loss`, each chunk unchunked."""
+    def piece(z, v, t, m):
+        extra = {"mask": m} if takes_mask else {}
+        return loss(z, v, t, ignore_index=ignore_index, chunk_size=0, **extra, **hyper)
+
+    return chunked_loss(piece, student_logits, teacher_logits, targets, mask,
+                        rows=rows_per_chunk(student_logits, chunk_size) or 1, ignore_index=ignore_index)
+
+
 # ----------------------------------------------------------------------------- losses
 def soften(logits: Tensor, temperature: float = 1.0) -> Tensor:
     """Soft targets: ``softmax(logits / T)`` over the last dim, in float32.
@@ -79,6 +109,7 @@ def kd_loss(
     temperature: float = 1.0,
     mask: Optional[Tensor] = None,
     ignore_index: int = -100,
+    chunk_size: Optional[int] = None,
 ) -> Tensor:
     """Hinton's soft-target loss: ``T^2 * KL(p || q)``, averaged over positions.
 
@@ -94,6 +125,9 @@ def kd_loss(
     check_pair(student_logits, teacher_logits)
     temperature = check_temperature(temperature)
     mask = kept_positions(mask, targets, student_logits, ignore_index)
+    if rows_per_chunk(student_logits, chunk_size):
+        return _in_chunks(kd_loss, student_logits, teacher_logits, targets, mask, chunk_size,
+                          ignore_index, temperature=temperature)
     log_p = _log_probs(teacher_logits.detach(), temperature)
     log_q = _log_probs(student_logits, temperature)
     return temperature**2 * average_positions(_kl_from_log_probs(log_p, log_q), mask)
@@ -107,6 +141,7 @@ def soft_cross_entropy(
     temperature: float = 1.0,
     mask: Optional[Tensor] = None,
     ignore_index: int = -100,
+    chunk_size: Optional[int] = None,
 ) -> Tensor:
     """``T^2 * H(p, q) = T^2 * -sum_c p_c log q_c``, averaged over positions.
 
@@ -117,6 +152,9 @@ def soft_cross_entropy(
     check_pair(student_logits, teacher_logits)
     temperature = check_temperature(temperature)
     mask = kept_positions(mask, targets, student_logits, ignore_index)
+    if rows_per_chunk(student_logits, chunk_size):
+        return _in_chunks(soft_cross_entropy, student_logits, teacher_logits, targets, mask, chunk_size,
+                          ignore_index, temperature=temperature)
     p = soften(teacher_logits.detach(), temperature)
     log_q = _log_probs(student_logits, temperature)
     return temperature**2 * average_positions(-(p * log_q).sum(-1), mask)
@@ -130,6 +168,7 @@ def reverse_kl(
     temperature: float = 1.0,
     mask: Optional[Tensor] = None,
     ignore_index: int = -100,
+    chunk_size: Optional[int] = None,
 ) -> Tensor:
     """Reverse KL, ``T^2 * KL(q || p)``, averaged over positions (MiniLLM, Gu et al. 2023).
 
@@ -143,6 +182,9 @@ def reverse_kl(
     check_pair(student_logits, teacher_logits)
     temperature = check_temperature(temperature)
     mask = kept_positions(mask, targets, student_logits, ignore_index)
+    if rows_per_chunk(student_logits, chunk_size):
+        return _in_chunks(reverse_kl, student_logits, teacher_logits, targets, mask, chunk_size,
+                          ignore_index, temperature=temperature)
     log_p = _log_probs(teacher_logits.detach(), temperature)
     log_q = _log_probs(student_logits, temperature)
     return temperature**2 * average_positions(_kl_from_log_probs(log_q, log_p), mask)
@@ -157,6 +199,7 @@ def generalized_jsd(
     temperature: float = 1.0,
     mask: Optional[Tensor] = None,
     ignore_index: int = -100,
+    chunk_size: Optional[int] = None,
 ) -> Tensor:
     """Generalized Jensen-Shannon divergence of GKD (Agarwal et al. 2023, arXiv:2306.13649).
 
@@ -174,6 +217,9 @@ def generalized_jsd(
     beta = check_unit_interval(beta, "beta")
     temperature = check_temperature(temperature)
     mask = kept_positions(mask, targets, student_logits, ignore_index)
+    if rows_per_chunk(student_logits, chunk_size):
+        return _in_chunks(generalized_jsd, student_logits, teacher_logits, targets, mask, chunk_size,
+                          ignore_index, beta=beta, temperature=temperature)
     log_p = _log_probs(teacher_logits.detach(), temperature)
     log_q = _log_probs(student_logits, temperature)
     if beta == 0.0:
@@ -199,6 +245,7 @@ def skew_kl(
     temperature: float = 1.0,
     mask: Optional[Tensor] = None,
     ignore_index: int = -100,
+    chunk_size: Optional[int] = None,
 ) -> Tensor:
     """Skew KL of DistiLLM (Ko et al. 2024): ``KL(p || skew * p + (1 - skew) * q)``.
 
@@ -210,6 +257,9 @@ def skew_kl(
     skew = check_unit_interval(skew, "skew")
     temperature = check_temperature(temperature)
     mask = kept_positions(mask, targets, student_logits, ignore_index)
+    if rows_per_chunk(student_logits, chunk_size):
+        return _in_chunks(skew_kl, student_logits, teacher_logits, targets, mask, chunk_size,
+                          ignore_index, skew=skew, temperature=temperature)
     log_p = _log_probs(teacher_logits.detach(), temperature)
     log_q = _log_probs(student_logits, temperature)
     if skew == 0.0:
@@ -237,6 +287,7 @@ def total_variation(
     temperature: float = 1.0,
     mask: Optional[Tensor] = None,
     ignore_index: int = -100,
+    chunk_size: Optional[int] = None,
 ) -> Tensor:
     """Total variation distance between the softened distributions, averaged over positions.
 
@@ -257,6 +308,9 @@ def total_variation(
     check_pair(student_logits, teacher_logits)
     temperature = check_temperature(temperature)
     mask = kept_positions(mask, targets, student_logits, ignore_index)
+    if rows_per_chunk(student_logits, chunk_size):
+        return _in_chunks(total_variation, student_logits, teacher_logits, targets, mask, chunk_size,
+                          ignore_index, temperature=temperature)
     p = _probs_at_least_float32(teacher_logits.detach(), temperature)
     q = _probs_at_least_float32(student_logits, temperature)
     return average_positions(0.5 * (q - p.to(q.dtype)).abs().sum(-1), mask)
@@ -296,6 +350,7 @@ def distillation_loss(
     alpha: float,
     ignore_index: int = -100,
     divergence: Callable[..., Tensor] = kd_loss,
+    chunk_size: Optional[int] = None,
 ) -> Tensor:
     """The combined loss: ``alpha * CE(z, y) + (1 - alpha) * kd_loss(z, v, temperature=T)``.
 
@@ -311,11 +366,18 @@ def distillation_loss(
     check_pair(student_logits, teacher_logits)
     alpha = check_unit_interval(alpha, "alpha")
     temperature = check_temperature(temperature)
+    if alpha > 0.0 and targets is None:
+        raise ValueError(f"alpha={alpha} weights a hard-label term, but targets is None (an unlabelled batch): "
+                         "pass labels, or alpha=0")
+    if rows_per_chunk(student_logits, chunk_size if _is_kd_lib_loss(divergence) else chunk_size or 0):
+        return _in_chunks(distillation_loss, student_logits, teacher_logits, targets, None, chunk_size,
+                          ignore_index, temperature=temperature, alpha=alpha, divergence=divergence,
+                          takes_mask=False)
     soft = divergence(student_logits, teacher_logits, targets, temperature=temperature, ignore_index=ignore_index)
     if alpha == 0.0:
         return soft
-    if targets is None:
-        raise ValueError(f"alpha={alpha} weights a hard-label term, but targets is None (an unlabelled batch): "
-                         "pass labels, or alpha=0")
     labels = check_labels(targets, student_logits, ignore_index)
     return alpha * _cross_entropy(student_logits, labels, ignore_index) + (1 - alpha) * soft
+
+
+_CHUNKABLE.update({kd_loss, soft_cross_entropy, reverse_kl, generalized_jsd, skew_kl, total_variation})

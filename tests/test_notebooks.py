@@ -15,7 +15,7 @@ import pytest
 from conftest import fresh_venv
 
 ROOT = Path(__file__).resolve().parent.parent
-CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
+CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]*_*.ipynb"))
 MAX_BYTES = 1_500_000
 
 

@@ -47,16 +47,20 @@ book: $(STAMP)
 	$(JB) build . --all -W -n --keep-going
 
 # The two nbval passes run side by side (each chapter computes on one thread, so the two use the
-# two cores); their logs are printed when both are done.
+# two cores); their logs are printed when both are done. The other stages print as they run.
 test: $(STAMP) chromium
 	@start_all=$$(date +%s); \
 	for stage in unit "nbval nbval-seeds" book site; do \
-	    echo "=== make $$stage"; start=$$(date +%s); pids=""; \
-	    for part in $$stage; do \
-	        $(MAKE) --no-print-directory $$part > .make-$$part.log 2>&1 & pids="$$pids $$!"; \
-	    done; \
-	    failed=0; for pid in $$pids; do wait $$pid || failed=1; done; \
-	    for part in $$stage; do cat .make-$$part.log; rm -f .make-$$part.log; done; \
+	    echo "=== make $$stage"; start=$$(date +%s); pids=""; failed=0; \
+	    if [ "$$stage" = "$${stage% *}" ]; then \
+	        $(MAKE) --no-print-directory $$stage || failed=1; \
+	    else \
+	        for part in $$stage; do \
+	            $(MAKE) --no-print-directory $$part > .make-$$part.log 2>&1 & pids="$$pids $$!"; \
+	        done; \
+	        for pid in $$pids; do wait $$pid || failed=1; done; \
+	        for part in $$stage; do cat .make-$$part.log; rm -f .make-$$part.log; done; \
+	    fi; \
 	    if [ $$failed -ne 0 ]; then \
 	        echo "=== $$stage FAILED after $$(( $$(date +%s) - start )) s"; exit 1; \
 	    fi; \

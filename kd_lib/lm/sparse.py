@@ -27,7 +27,7 @@ sampled ids cost 2n bytes (the frequencies are the repeats). The tail mass needs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Optional
 
 import torch
 from torch import nn
@@ -35,7 +35,7 @@ from torch import nn
 from .._checks import average_positions, check_logits, kept_positions
 from ..metrics import predict_logits
 from ..outputs import Output, logits_of
-from .topk import TopKCache
+from .topk import RowIndex, TopKCache
 
 Tensor = torch.Tensor
 
@@ -119,11 +119,11 @@ class SparseCachedTeacher(nn.Module):
             raise ValueError(f"inputs {tuple(inputs.shape)} do not match the cache")
         sparse_target(cache, torch.tensor([0]), tail)  # validates cache and tail now
         self.cache, self.tail = cache, tail
-        self.rows: Dict[bytes, int] = {row.numpy().tobytes(): i for i, row in enumerate(inputs.cpu())}
+        self.index = RowIndex(inputs)
         self._anchor = nn.Parameter(torch.zeros(()), requires_grad=False)  # gives the module a device
 
     def forward(self, tokens: Tensor) -> SparseTarget:
-        found = [self.rows.get(row.numpy().tobytes()) for row in tokens.cpu()]
+        found = self.index.find(tokens)
         if any(row is None for row in found):
             raise ValueError("SparseCachedTeacher got a sequence that is not in its cache: offline distillation "
                              "can only train on the transfer set the teacher was run on")

@@ -21,7 +21,7 @@ the teacher, looking each input sequence up by its tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -30,7 +30,7 @@ from ..metrics import predict_logits
 
 Tensor = torch.Tensor
 
-__all__ = ["TopKCache", "topk_cache", "expand_topk", "CachedTeacher"]
+__all__ = ["TopKCache", "topk_cache", "expand_topk", "RowIndex", "CachedTeacher"]
 
 _LOG_ZERO = -1e4  # "log 0": finite, so the losses stay finite; exp() of it is exactly 0 in float32
 
@@ -91,6 +91,17 @@ def expand_topk(values: Tensor, indices: Tensor, vocab_size: int, tail: str = "u
     return full.scatter(-1, indices.long(), values)
 
 
+class RowIndex:
+    """Finds input rows among the rows a cache was made from, by their token ids."""
+
+    def __init__(self, inputs: Tensor):
+        self.rows: Dict[bytes, int] = {row.numpy().tobytes(): i for i, row in enumerate(inputs.cpu())}
+
+    def find(self, tokens: Tensor) -> List[Optional[int]]:
+        """The cache row of each row of ``tokens``, or None for a row that is not cached."""
+        return [self.rows.get(row.numpy().tobytes()) for row in tokens.cpu()]
+
+
 class CachedTeacher(nn.Module):
     """A stand-in teacher for :func:`kd_lib.train` that returns cached outputs.
 
@@ -108,11 +119,11 @@ class CachedTeacher(nn.Module):
             raise ValueError(f"inputs {tuple(inputs.shape)} do not match the cache {tuple(cache.values.shape[:-1])}")
         expand_topk(cache.values[:1, :1], cache.indices[:1, :1], cache.vocab_size, tail)  # validates `tail`
         self.cache, self.tail, self.fallback = cache, tail, fallback
-        self.rows: Dict[bytes, int] = {row.numpy().tobytes(): i for i, row in enumerate(inputs.cpu())}
+        self.index = RowIndex(inputs)
         self._anchor = nn.Parameter(torch.zeros(()), requires_grad=False)  # gives the module a device
 
     def forward(self, tokens: Tensor) -> Tensor:
-        found = [self.rows.get(row.numpy().tobytes()) for row in tokens.cpu()]
+        found = self.index.find(tokens)
         hits = [i for i, row in enumerate(found) if row is not None]
         misses = [i for i, row in enumerate(found) if row is None]
         if misses and self.fallback is None:

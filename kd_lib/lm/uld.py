@@ -41,6 +41,7 @@ from torch.nn import functional as F
 from .._checks import average_positions, check_logits, check_temperature, kept_positions
 from ..losses import cross_entropy_loss
 from ..outputs import Output, logits_of
+from .topk import RowIndex
 
 Tensor = torch.Tensor
 
@@ -170,11 +171,11 @@ class AlignedTeacher(nn.Module):
         index = positions.clamp_min(0)[..., None].expand(-1, -1, teacher_logits.shape[-1])
         self.logits = teacher_logits.gather(1, index) * positions.ge(0)[..., None]
         self.aligned = positions.ge(0)
-        self.rows: Dict[bytes, int] = {row.numpy().tobytes(): i for i, row in enumerate(student_inputs.cpu())}
+        self.index = RowIndex(student_inputs)
         self._anchor = nn.Parameter(torch.zeros(()), requires_grad=False)  # gives the module a device
 
     def forward(self, tokens: Tensor) -> AlignedLogits:
-        found = [self.rows.get(row.numpy().tobytes()) for row in tokens.cpu()]
+        found = self.index.find(tokens)
         if any(row is None for row in found):
             raise ValueError("AlignedTeacher got a sequence it has no teacher outputs for")
         rows = torch.tensor(found)

@@ -1,6 +1,6 @@
 """Prefix each chapter's title with its number from the file name: '# Title' -> '# 7. Title'.
 
-Chapters keep the numbers of the book's plan (01-11, and 07b after 07) even while some are still to be written,
+Chapters keep the numbers of the book's plan (01-11, and 07b, 07c after 07) even while some are still to be written,
 so the site does not number them itself (_toc.yml has no `numbered:`); cross-references in the
 prose ("chapter 7") then match the titles. Only the first markdown cell changes; outputs stay.
 """

@@ -1,4 +1,4 @@
-"""Chapter 07b's cross-tokenizer comparison: writes data/cross_tokenizer_sweep.json.
+"""Chapter 07c's cross-tokenizer comparison: writes data/cross_tokenizer_sweep.json.
 
     python scripts/sweep_cross_tokenizer.py [--jobs 2]     # ~4 CPU-minutes on one thread
 

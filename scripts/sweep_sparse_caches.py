@@ -1,4 +1,4 @@
-"""Chapter 07b's bias table of sparse teacher caches: writes data/sparse_cache_sweep.json.
+"""Chapter 07c's bias table of sparse teacher caches: writes data/sparse_cache_sweep.json.
 
     python scripts/sweep_sparse_caches.py [--jobs 2]     # ~12 CPU-minutes on one thread
 

@@ -140,3 +140,39 @@ def test_no_cell_indexes_results_by_a_literal_seed(path):
     """Results keyed by seed must use SEEDS[i]: a literal 0 breaks at another KD_BOOK_SEED_OFFSET."""
     for cell in code_cells(load(path)):
         assert not re.search(r"\[\s*\"[^\"]+\",\s*[01]\s*\]", source(cell)), source(cell)[:200]
+
+
+def markdown_text(notebook):
+    return "\n".join(source(c) for c in notebook["cells"] if c["cell_type"] == "markdown")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_ends_with_a_short_summary_of_what_to_remember(path):
+    last = load(path)["cells"][-1]
+    text = source(last)
+    assert last["cell_type"] == "markdown" and text.startswith("## What to remember"), \
+        "the last cell must be a '## What to remember' summary"
+    bullets = [line for line in text.splitlines() if line.startswith("- ")]
+    assert 3 <= len(bullets) <= 5, f"{len(bullets)} bullets: a summary has 3-5 lines"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_links_the_notation_page(path):
+    assert "](intro/notation.md)" in markdown_text(load(path))
+
+
+@pytest.mark.parametrize("path", [p for p in CHAPTERS if p.name[:2] > "03"], ids=lambda p: p.name)
+def test_chapters_that_compare_runs_link_the_statistics_box_instead_of_reexplaining(path):
+    notebook = load(path)
+    if any("paired_difference" in source(c) for c in code_cells(notebook)):
+        assert "03_first_distillation.ipynb#how-we-compare-runs" in markdown_text(notebook)
+
+
+def test_the_statistics_box_and_the_temperature_section_exist_where_chapters_link():
+    headings = {
+        "03_first_distillation.ipynb": "### How we compare runs",
+        "02_distillation_loss.ipynb": "## Temperature and the learning rate",
+    }
+    for name, heading in headings.items():
+        text = markdown_text(load(ROOT / "book" / name))
+        assert any(line.strip() == heading for line in text.splitlines()), (name, heading)

@@ -1,7 +1,7 @@
 # Knowledge Distillation, Measured: build and test.
 #
 #   make book    build the site into _build/html (fails on any warning)
-#   make test    everything, in order: unit, nbval and nbval-seeds (side by side), book, site (prints
+#   make test    everything, in order: unit, nbval and nbval-seeds (the three side by side), book, site (prints
 #                each stage's wall time); installs what it needs first (.venv, and Chromium for the site test)
 #   make unit | nbval | nbval-seeds | site | quick | bench | vendor | clean | distclean
 #   (bench: benchmarks/run.py and benchmarks/losses.py; TRL in its own .venv-bench)
@@ -46,11 +46,12 @@ book: $(STAMP)
 	rm -rf _build/html
 	$(JB) build . --all -W -n --keep-going
 
-# The two nbval passes run side by side (each chapter computes on one thread, so the two use the
-# two cores); their logs are printed when both are done. The other stages print as they run.
+# The unit tests and the two nbval passes run side by side (each computes on one thread, so the
+# three share the two cores; 3-4 minutes less than the unit tests first); their logs are printed
+# when all are done. The other stages print as they run.
 test: $(STAMP) chromium
 	@start_all=$$(date +%s); \
-	for stage in unit "nbval nbval-seeds" book site; do \
+	for stage in "unit nbval nbval-seeds" book site; do \
 	    echo "=== make $$stage"; start=$$(date +%s); pids=""; failed=0; \
 	    if [ "$$stage" = "$${stage% *}" ]; then \
 	        $(MAKE) --no-print-directory $$stage || failed=1; \

@@ -47,7 +47,7 @@ book: $(STAMP)
 	$(JB) build . --all -W -n --keep-going
 
 # The unit tests and the two nbval passes run side by side (each computes on one thread, so the
-# three share the two cores; 3-4 minutes less than the unit tests first); their logs are printed
+# three share the two cores: 62 s less than the unit tests first, measured 2026-12-03); their logs are printed
 # when all are done. The other stages print as they run.
 test: $(STAMP) chromium
 	@start_all=$$(date +%s); \

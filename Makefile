@@ -9,7 +9,8 @@
 # Everything runs from the pinned virtual environment .venv (created by `make venv`). Numerics
 # are pinned to AVX2 kernels by kd_lib.lab.numerics in every process that computes (the chapters'
 # setup cell, tests/conftest.py, scripts/, benchmarks/), so committed outputs compare exactly on
-# any x86-64 CPU with AVX2; elsewhere nbval runs every cell and assert but skips the comparison.
+# any AMD x86-64 CPU with AVX2 (not on Intel CPUs, measured); elsewhere nbval runs every cell and
+# assert but skips the comparison.
 
 SHELL       := /bin/bash
 PYTHON      ?= python3
@@ -26,6 +27,8 @@ SEED_OFFSET ?= 1
 
 # Tools started by the tests (jupyter, kernels) come from the venv, even without `activate`.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# The chapters' outputs are saved and compared without progress bars (kd_lib.runtime.show_progress).
+export KD_PROGRESS := 0
 # Playwright drives Debian's /usr/bin/chromium; it must never download a browser.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 

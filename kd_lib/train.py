@@ -50,7 +50,7 @@ from .losses import cross_entropy_loss
 from .metrics import evaluate, predict_logits, predict_outputs
 from .outputs import ModelOutput, Output
 from .optim import make_optimizer, make_schedule
-from .runtime import choose_device
+from .runtime import choose_device, show_progress
 
 Tensor = torch.Tensor
 LossFn = Callable[[Output, Optional[Output], Optional[Tensor]], Tensor]
@@ -269,7 +269,8 @@ def train(
 
     first_loss = None  # the first step's loss (of this call), for divergence_factor
     bar = tqdm(total=steps_per_epoch * config.num_epochs, initial=state.step, desc=config.desc,
-               disable=not config.progress or rank != 0, mininterval=0.5)
+               disable=not show_progress(config.progress) or rank != 0,
+               mininterval=0.5)
     student.train()
     while state.epoch < config.num_epochs and not state.stop:
         started, epoch_loss, epoch_weight = time.perf_counter(), torch.zeros((), device=device), 0

@@ -2,12 +2,17 @@
 
     python scripts/execute_notebooks.py book/01_soft_targets.ipynb [more.ipynb ...]
 
-Widget state is saved in the notebook metadata (so the built site can show the widgets' initial
-view), execution counts run 1..n, and each chapter's wall time is recorded in
-book/intro/timings.json, from which the intro's table book/intro/timings.md is generated.
+Execution counts run 1..n, and each chapter's wall time is recorded in book/intro/timings.json,
+from which the intro's table book/intro/timings.md is generated. The kernel runs with
+KD_PROGRESS=0, so that no progress bar is saved in the outputs (a reader running the chapter
+sees them). No widget state is saved: the site shows each live widget's static scrubber
+instead (the widget cell's output is tagged remove-output), so no page needs the widget
+manager. Two runs at once are safe: the timings file is re-read just before it is written.
 """
 import argparse
+import fcntl
 import json
+import os
 import platform
 import sys
 import time
@@ -32,13 +37,14 @@ def write_table(timings: dict) -> None:
 def execute(path: Path, timeout: int) -> float:
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
-                            store_widget_state=True)
+                            store_widget_state=True)  # False breaks nbclient on Output widgets
     started = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - started
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     if errors:
         raise RuntimeError(f"{path}: {errors[0]['ename']}: {errors[0]['evalue']}")
+    notebook.metadata.pop("widgets", None)  # saved widget state: the site would load the manager
     nbformat.write(notebook, path)
     return seconds
 
@@ -49,17 +55,21 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     parser.add_argument("--table-only", action="store_true", help="only regenerate timings.md from timings.json")
     args = parser.parse_args()
-    timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
     if args.table_only:
-        return write_table(timings)
+        return write_table(json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {})
+    os.environ["KD_PROGRESS"] = "0"  # the kernel inherits it (kd_lib.runtime.show_progress)
     for path in args.notebooks:
         seconds = execute(path, args.timeout)
-        timings[path.name] = {"seconds": round(seconds, 1), "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-                              "date": time.strftime("%Y-%m-%d")}
+        record = {"seconds": round(seconds, 1), "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+                  "date": time.strftime("%Y-%m-%d")}
         print(f"{path}: {seconds:.1f} s", file=sys.stderr)
-    TIMINGS.parent.mkdir(parents=True, exist_ok=True)
-    TIMINGS.write_text(json.dumps(dict(sorted(timings.items())), indent=2) + "\n")
-    write_table(timings)
+        TIMINGS.parent.mkdir(parents=True, exist_ok=True)
+        with open(TIMINGS.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
+            timings[path.name] = record
+            TIMINGS.write_text(json.dumps(dict(sorted(timings.items())), indent=2) + "\n")
+            write_table(timings)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,8 @@ set -euo pipefail
 HTML_MANAGER_VERSION=1.0.15
 # MathJax 3 (Sphinx 7's mathjax extension speaks the v3 configuration).
 MATHJAX_VERSION=3.2.2
-# matplotlib's `to_jshtml()` scrubbers link font-awesome 4.4 from a CDN for their buttons;
-# 4.7 is the last 4.x release and has the same class names. The link is rewritten to this
-# copy at build time by book/_ext/offline_site.py.
-FONT_AWESOME_VERSION=4.7.0
+# (No icon font: book/_ext/offline_site.py draws every icon, the scrubbers' too, as inline SVG
+# from the theme's own Font Awesome 6 paths.)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEST="$ROOT/book/_vendor"
@@ -30,8 +28,7 @@ echo "Downloading packages with npm pack into $WORK"
     cd "$WORK"
     npm pack --silent \
         "@jupyter-widgets/html-manager@$HTML_MANAGER_VERSION" \
-        "mathjax@$MATHJAX_VERSION" \
-        "font-awesome@$FONT_AWESOME_VERSION" >/dev/null
+        "mathjax@$MATHJAX_VERSION" >/dev/null
     for tgz in *.tgz; do
         mkdir -p "${tgz%.tgz}"
         tar -xzf "$tgz" -C "${tgz%.tgz}"
@@ -39,7 +36,6 @@ echo "Downloading packages with npm pack into $WORK"
 )
 HM="$WORK/jupyter-widgets-html-manager-$HTML_MANAGER_VERSION/package"
 MJ="$WORK/mathjax-$MATHJAX_VERSION/package"
-FA="$WORK/font-awesome-$FONT_AWESOME_VERSION/package"
 
 # Keep README.md (hand-written) and replace everything else.
 find "$DEST" -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} + 2>/dev/null || true
@@ -62,12 +58,6 @@ mkdir -p "$DEST/mathjax/output/chtml/fonts"
 cp "$MJ/es5/tex-chtml-full.js" "$DEST/mathjax/"
 cp -r "$MJ/es5/output/chtml/fonts/woff-v2" "$DEST/mathjax/output/chtml/fonts/"
 cp "$MJ/LICENSE" "$MJ/package.json" "$DEST/mathjax/"
-
-# --- font-awesome 4.7 for matplotlib's to_jshtml() buttons -----------------------------------
-mkdir -p "$DEST/font-awesome/css" "$DEST/font-awesome/fonts"
-cp "$FA/css/font-awesome.min.css" "$DEST/font-awesome/css/"
-cp "$FA/fonts/fontawesome-webfont.woff2" "$FA/fonts/fontawesome-webfont.woff" "$DEST/font-awesome/fonts/"
-cp "$FA/README.md" "$FA/package.json" "$DEST/font-awesome/"
 
 echo "Vendored into $DEST:"
 (cd "$DEST" && find . -type f | sort && du -sh .)

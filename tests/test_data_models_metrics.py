@@ -184,9 +184,18 @@ def test_scrubber_embeds_every_frame_and_links_only_the_icon_font():
     html = scrubber(lambda ax, value: ax.set_title(f"value {value}"), [1, 2, 3]).data
     assert html.count("data:image/png;base64") == 3
     external = re.findall(r"https?://[^\"' ]+", html)
-    assert all("font-awesome" in url for url in external), external  # rewritten to the vendored copy on the site
+    assert all("font-awesome" in url for url in external), external  # dropped on the site (icons inlined)
     with pytest.raises(ValueError, match="at least 2"):
         scrubber(lambda ax, v: None, [1])
+
+
+def test_scrubber_opens_on_its_start_value():
+    draw = lambda ax, value: ax.set_title(f"value {value}")  # noqa: E731
+    opened = scrubber(draw, [1, 2, 4, 8], start=4).data
+    assert re.search(r"anim[0-9a-f]+ = new Animation\([^;]*\);\s*anim[0-9a-f]+\.set_frame\(2\);", opened)
+    assert ".set_frame(" not in scrubber(draw, [1, 2, 4, 8]).data.split("new Animation")[1].split("</script>")[0]
+    with pytest.raises(ValueError, match="not one of the scrubber's values"):
+        scrubber(draw, [1, 2, 4, 8], start=3)
 
 
 def test_setup_notebook_fixes_threads_seeds_and_returns_the_device(capsys):

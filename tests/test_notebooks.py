@@ -176,3 +176,57 @@ def test_the_statistics_box_and_the_temperature_section_exist_where_chapters_lin
     for name, heading in headings.items():
         text = markdown_text(load(ROOT / "book" / name))
         assert any(line.strip() == heading for line in text.splitlines()), (name, heading)
+
+
+# --- what the site shows (tests/site/ checks the same in a browser) ------------------------------
+PROGRESS_BAR = re.compile(r"\d+%\|[^\n]*\|\s*\d+/\d+|\d+/\d+ \[\d+:\d{2}[<\]]")
+
+
+def shown_on_site(cell):
+    return "remove-output" not in tags(cell) and "remove-cell" not in tags(cell)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_no_progress_bar_or_widget_state_is_saved(path):
+    notebook = load(path)
+    assert "widgets" not in notebook["metadata"], (
+        "saved widget state makes the site load the 1.9 MB widget manager: execute with "
+        "scripts/execute_notebooks.py (it saves none)")
+    for index, cell in enumerate(code_cells(notebook)):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            assert "application/vnd.jupyter.widget-view+json" not in data or not shown_on_site(cell), (
+                f"code cell {index} shows a saved widget view on the site, where no kernel drives it")
+            text = output.get("text", "") if output["output_type"] == "stream" else data.get("text/plain", "")
+            text = text if isinstance(text, str) else "".join(text)
+            if shown_on_site(cell):
+                assert not PROGRESS_BAR.search(text), f"code cell {index} saved progress-bar text: use KD_PROGRESS=0"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_live_widgets_are_replaced_on_the_site_by_a_scrubber(path):
+    cells = code_cells(load(path))
+    live = [c for c in cells if re.search(r"\bexplore\(|\binteract\(", source(c))]
+    for cell in live:
+        assert "remove-output" in tags(cell), "a live widget's saved view would look interactive on the site"
+    if live:
+        assert any("scrubber(" in source(c) for c in cells), "the site reader needs a scrubber instead"
+
+
+CHAPTER_MENTION = re.compile(r"(?<![\[\w/`])[Cc]hapters? (\d+[a-c]?)\b(?![\]\w])")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_references_to_other_chapters_are_links(path):
+    files = {p.name.split("_")[0].lstrip("0"): p.name for p in CHAPTERS}
+    for index, cell in enumerate(load(path)["cells"]):
+        if cell["cell_type"] != "markdown":
+            continue
+        text = re.sub(r"`[^`]*`", "", source(cell))
+        for line in text.splitlines():
+            if line.lstrip().startswith("#"):
+                continue
+            for number in CHAPTER_MENTION.findall(line):
+                target = files.get(number)
+                if target and target != path.name:
+                    assert f"({target}" in text, f"markdown cell {index} mentions chapter {number} without a link"

@@ -169,3 +169,15 @@ def test_truth_scorer_equals_kl_to_truth():
     assert truth_scorer(grammar, x, y)(model) == pytest.approx(kl_to_truth(model, grammar, x, y), rel=1e-5)
     with pytest.raises(ValueError, match="padding"):
         truth_scorer(grammar, x, torch.full_like(y, -100))
+
+
+def test_kd_progress_turns_every_bar_off(monkeypatch):
+    from kd_lib.runtime import show_progress
+
+    monkeypatch.delenv("KD_PROGRESS", raising=False)
+    assert show_progress(True) and not show_progress(False)
+    for off in ("0", "off", "false", "No"):
+        monkeypatch.setenv("KD_PROGRESS", off)
+        assert not show_progress(True)
+    monkeypatch.setenv("KD_PROGRESS", "1")
+    assert show_progress(True)

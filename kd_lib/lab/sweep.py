@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..metrics import count_parameters
-from ..runtime import seed_everything
+from ..runtime import seed_everything, show_progress
 from ..train import LossFn, TrainConfig, train
 
 Tensor = torch.Tensor
@@ -75,7 +75,7 @@ def run_sweep(
         raise ValueError("run_sweep got no runs")
     reserved = {"name", "seed", "parameters", "accuracy", "agreement", "cpu_seconds", "history", "model"}
     rows = []
-    for run in tqdm(runs, desc=desc, disable=not progress):
+    for run in tqdm(runs, desc=desc, disable=not show_progress(progress)):
         clash = reserved & set(run.tags)
         if clash:
             raise ValueError(f"run {run.name!r}: tags {sorted(clash)} clash with result columns")

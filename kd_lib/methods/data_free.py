@@ -37,6 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..models import capture_features
+from ..runtime import show_progress
 
 Tensor = torch.Tensor
 
@@ -142,8 +143,8 @@ def deep_inversion(
         p.requires_grad_(False)
     inputs, records = [], []
     starts = range(0, num_samples, config.batch_size)
-    bar = tqdm(total=len(starts) * config.num_steps, desc="inversion", disable=not config.progress,
-               leave=False)
+    bar = tqdm(total=len(starts) * config.num_steps, desc="inversion",
+               disable=not show_progress(config.progress), leave=False)
     try:
         for start in starts:
             y = targets[start:start + config.batch_size].to(device)
@@ -235,8 +236,8 @@ def train_dafl_generator(
         p.requires_grad_(False)
     records = []
     try:
-        for _ in tqdm(range(config.num_steps), desc="DAFL generator", disable=not config.progress,
-                      leave=False):
+        for _ in tqdm(range(config.num_steps), desc="DAFL generator",
+                      disable=not show_progress(config.progress), leave=False):
             z = torch.randn(config.batch_size, generator.latent_dim, generator=noise).to(device)
             with capture_features(teacher, [config.feature_layer]) as features:
                 logits, bn = bn_statistics_loss(teacher, generator(z))

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import shutil
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -223,12 +222,6 @@ def _settle(page) -> None:
         except Exception:  # reported by the widget assertion, with the counts
             pass
     page.wait_for_load_state("networkidle", timeout=TIMEOUT_MS)
-
-
-_FIGURE_SCALES_JS = """() => [...document.querySelectorAll('div.cell_output img, div.animation img')]
-  .filter(img => img.naturalWidth > 0 && img.offsetParent !== null)
-  .map(img => ({image: img.getAttribute('alt') || img.src.slice(-48),
-                scale: img.getBoundingClientRect().width / img.naturalWidth}))"""
 
 
 def _screenshot(page, relpath: str, suffix: str = "") -> None:

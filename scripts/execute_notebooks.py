@@ -54,9 +54,20 @@ def main() -> None:
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     parser.add_argument("--table-only", action="store_true", help="only regenerate timings.md from timings.json")
+    parser.add_argument("--unportable", action="store_true",
+                        help="execute even where the numerics do not reproduce the committed outputs "
+                             "(for a look only: never commit what it writes)")
     args = parser.parse_args()
     if args.table_only:
         return write_table(json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {})
+    sys.path.insert(0, str(ROOT))
+    from kd_lib.lab.numerics import portable_numerics_status
+
+    status = portable_numerics_status()
+    if not status.portable and not args.unportable:
+        sys.exit(f"refusing to write outputs that are not comparable with the committed ones: {status}. "
+                 "Execute on a machine where they are (see kd_lib/lab/numerics.py), or pass --unportable "
+                 "for a look that you do not commit.")
     os.environ["KD_PROGRESS"] = "0"  # the kernel inherits it (kd_lib.runtime.show_progress)
     for path in args.notebooks:
         seconds = execute(path, args.timeout)

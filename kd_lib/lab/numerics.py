@@ -20,8 +20,16 @@ and AVX-VNNI (2026-12-03), the pinned runs trained differently from the AMD ones
 SGD students at T = 1, lr 0.3: test accuracies 0.591, 0.633, 0.663 against the committed 0.609,
 0.637, 0.646; chapter 7b's live student: KL to the truth 0.013331 against the stored 0.013196),
 and none of MKL_CBWR=COMPATIBLE, MKL_CBWR=AVX2,STRICT, ONEDNN_MAX_CPU_ISA=SSE41 or AVX, or oneDNN
-switched off reproduced the committed values. So only AMD CPUs (where the committed outputs were
-made) count as portable; on any other vendor's CPU the status says so, and the book's tests run
+switched off reproduced the committed values. Intel's MKL documentation says why: on non-Intel
+CPUs MKL_CBWR=AVX2 is not honoured and MKL's AUTO branch runs instead, so the committed outputs
+carry the AMD machines' own MKL choice, which no setting on an Intel CPU selects. On that Xeon
+(2026-12-03) the short workload of tests/test_numerics.py gave one digest under MKL_CBWR=AVX2 with
+MKL's instructions uncapped, capped at AVX2, or as on an AVX2-only CPU, but another with
+MKL_ENABLE_INSTRUCTIONS=AVX512; under MKL_CBWR=COMPATIBLE all four agreed (and it was no slower).
+COMPATIBLE, the branch MKL offers for any x86 CPU, is thus the candidate pin for every vendor; it
+is not used yet, because switching means re-running the sweeps in data/ and re-executing every
+chapter, and an AMD machine must first show the same digest as an Intel one. So only AMD CPUs
+(where the committed outputs were made) count as portable; on any other vendor's CPU the status says so, and the book's tests run
 every cell and assert but do not compare outputs with the committed ones. On a CPU without AVX2 (or not x86-64, e.g. arm64) there is nothing to pin to:
 :func:`use_portable_numerics` then changes nothing and says why, and results may differ in the
 last bits from the book's committed outputs. Set ``KD_BOOK_NUMERICS=native`` to skip the pin

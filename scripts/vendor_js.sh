@@ -51,11 +51,17 @@ cp "$HM/dist/embed.js" "$HM/dist/embed.js.LICENSE.txt" "$DEST/html-manager/"
 cp "$HM/dist/"*.woff2 "$DEST/html-manager/"
 cp "$HM/package.json" "$DEST/html-manager/package.json"
 
-# --- MathJax 3: one combined component with every TeX extension, plus the CHTML fonts --------
-# tex-chtml-full.js includes all TeX packages (\boldsymbol, \cancel, \color, ...), so nothing
-# is autoloaded at view time; CHTML loads its woff fonts from output/chtml/fonts/woff-v2/.
-mkdir -p "$DEST/mathjax/output/chtml/fonts"
-cp "$MJ/es5/tex-chtml-full.js" "$DEST/mathjax/"
+# --- MathJax 3: TeX input and CHTML output, the other TeX extensions beside it, the fonts -----
+# tex-chtml.js (1.16 MB) has the TeX packages the chapters use (base, ams, newcommand, ...); a
+# page that uses another one (\boldsymbol, \cancel, \color, ...) makes MathJax's autoload
+# fetch it from input/tex/extensions/, so those files are kept too (552 kB on disk, loaded only
+# by a page that needs one). tex-chtml-full.js (1.33 MB on every page) bundled them all.
+# all-packages.js is dropped: only the -full components use it. CHTML loads its woff fonts
+# from output/chtml/fonts/woff-v2/.
+mkdir -p "$DEST/mathjax/output/chtml/fonts" "$DEST/mathjax/input/tex/extensions"
+cp "$MJ/es5/tex-chtml.js" "$DEST/mathjax/"
+cp "$MJ/es5/input/tex/extensions/"*.js "$DEST/mathjax/input/tex/extensions/"
+rm "$DEST/mathjax/input/tex/extensions/all-packages.js"
 cp -r "$MJ/es5/output/chtml/fonts/woff-v2" "$DEST/mathjax/output/chtml/fonts/"
 cp "$MJ/LICENSE" "$MJ/package.json" "$DEST/mathjax/"
 

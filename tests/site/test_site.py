@@ -56,9 +56,10 @@ CHROMIUM_ARGS = [
 WIDGET_CHAPTER = "book/01_soft_targets.html"
 TIMEOUT_MS = 60_000  # generous: other jobs share this machine's two cores
 # Bytes a page may load (itself, scripts, styles, fonts, images; uncompressed, as on disk).
-# The goal is 2.5 MB; the heaviest chapter page loads 2.85 MB (MathJax alone is 1.33 MB), so
-# this guards what was reached (6.8 MB before: an icon script and the widget manager).
-PAGE_WEIGHT_LIMIT = 3_000_000
+# The heaviest chapter page loaded 6.8 MB (an icon script, the widget manager); 2.44 MB now
+# (2026-12-03), with MathJax's 1.16 MB the largest part and figures as palette PNGs
+# (book/_ext/site_images.py).
+PAGE_WEIGHT_LIMIT = 2_500_000
 PHONE = {"width": 390, "height": 844}
 
 

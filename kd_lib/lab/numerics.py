@@ -25,7 +25,8 @@ CPUs MKL_CBWR=AVX2 is not honoured and MKL's AUTO branch runs instead, so the co
 carry the AMD machines' own MKL choice, which no setting on an Intel CPU selects. On that Xeon
 (2026-12-03) the short workload of tests/test_numerics.py gave one digest under MKL_CBWR=AVX2 with
 MKL's instructions uncapped, capped at AVX2, or as on an AVX2-only CPU, but another with
-MKL_ENABLE_INSTRUCTIONS=AVX512; under MKL_CBWR=COMPATIBLE all four agreed (and it was no slower).
+MKL_ENABLE_INSTRUCTIONS=AVX512; under MKL_CBWR=COMPATIBLE all four agreed. COMPATIBLE is
+slower on matrix-heavy work: chapter 7 took 103-105 s against 69-71 s with the AVX2 pin.
 COMPATIBLE, the branch MKL offers for any x86 CPU, is thus the candidate pin for every vendor; it
 is not used yet, because switching means re-running the sweeps in data/ and re-executing every
 chapter, and an AMD machine must first show the same digest as an Intel one. So only AMD CPUs

@@ -72,6 +72,6 @@ def test_scrubber_frames_are_rewritten_in_place():
 
 
 @pytest.mark.parametrize("bad", [b"", b"not a png"])
-def test_a_broken_file_raises_instead_of_writing_garbage(bad):
-    with pytest.raises(Exception):
-        site_images.palette_png(bad)
+def test_a_broken_image_stops_the_build_and_names_where_it_is(bad):
+    with pytest.raises(RuntimeError, match="cannot read an image in book/x.html"):
+        site_images._smaller(bad, "book/x.html")

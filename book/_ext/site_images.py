@@ -51,13 +51,20 @@ def palette_png(data: bytes) -> bytes | None:
     return out.getvalue() if out.tell() < len(data) else None
 
 
-def _frames(html: str) -> tuple[str, int, int]:
+def _smaller(data: bytes, where) -> bytes | None:
+    try:
+        return palette_png(data)
+    except Exception as error:  # an image the build wrote and Pillow cannot read
+        raise RuntimeError(f"site_images: cannot read an image in {where}: {error}") from error
+
+
+def _frames(html: str, where="a page") -> tuple[str, int, int]:
     before = after = 0
 
     def replace(match: re.Match) -> str:
         nonlocal before, after
         data = base64.b64decode(match.group(2).replace("\\\n", ""))
-        smaller = palette_png(data)
+        smaller = _smaller(data, where)
         before += len(data)
         after += len(smaller or data)
         if smaller is None:
@@ -74,10 +81,7 @@ def _compress(app: Sphinx, exception) -> None:
     before = after = 0
     for path in sorted((out / "_images").glob("*.png")):
         data = path.read_bytes()
-        try:
-            smaller = palette_png(data)
-        except Exception as error:  # a figure the build wrote and Pillow cannot read
-            raise RuntimeError(f"site_images: cannot read {path}: {error}") from error
+        smaller = _smaller(data, path)
         before += len(data)
         after += len(smaller or data)
         if smaller is not None:
@@ -86,7 +90,7 @@ def _compress(app: Sphinx, exception) -> None:
         html = page.read_text(encoding="utf-8")
         if "data:image/png;base64," not in html:
             continue
-        new, was, now = _frames(html)
+        new, was, now = _frames(html, page)
         before, after = before + was, after + now
         if new != html:
             page.write_text(new, encoding="utf-8")
